@@ -1,0 +1,157 @@
+"""The run configuration: one flat dataclass, read from TOML and mirrored by CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class Config:
+    # data
+    dataset: str = "digits"  # "digits" (5,000 embedded MNIST images), "mnist" or "npz"
+    data_path: str = ""  # "mnist": cache folder (default ~/.cache/pyrovae/mnist); "npz": the file
+    binarization: str = "dynamic"  # binary likelihoods: "dynamic" (redrawn each epoch) or "fixed"
+    # model
+    likelihood: str = "bernoulli"  # pyrovae.likelihoods.names()
+    likelihood_options: dict[str, Any] = field(default_factory=dict)  # e.g. {scale = "per_dim"}
+    architecture: str = "mlp"  # "mlp" or "conv"
+    hidden: list[int] = field(default_factory=lambda: [400])  # MLP hidden sizes
+    activation: str = "relu"
+    z_dim: int = 50
+    # estimator
+    estimator: str = "elbo"  # pyrovae.estimators.names()
+    num_particles: int = 1  # K
+    estimator_options: dict[str, Any] = field(default_factory=dict)  # e.g. {alpha = 0.5}
+    # optimization
+    epochs: int = 200
+    batch_size: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+    log_every: int = 50  # steps between host syncs: loss read, NaN check, progress bar
+    # evaluation
+    test_every: int = 1  # epochs between test-bound evaluations (the last epoch always)
+    eval_num_samples: int = 5000  # K of the IS log-likelihood after training; 0 skips it
+    eval_chunk_size: int = 250  # particles at a time in that estimate (memory)
+    eval_batch_size: int = 100  # test points at a time in evaluation
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> Config:
+        """Check every name and option now, so a typo fails before any training."""
+        from . import estimators, likelihoods
+        from .data import BINARIZATIONS, DATASETS
+        from .vae import ARCHITECTURES
+
+        _one_of("dataset", self.dataset, sorted(DATASETS))
+        if self.dataset == "npz" and not self.data_path:
+            raise ConfigError("dataset 'npz' needs data_path, the .npz file to read")
+        _one_of("binarization", self.binarization, BINARIZATIONS)
+        _one_of("architecture", self.architecture, ARCHITECTURES)
+        likelihoods.make(self.likelihood, x_dim=1, **self.likelihood_options)
+        estimators.make(self.estimator, num_particles=self.num_particles,
+                        **self.estimator_options)  # fmt: skip
+        for name in ("z_dim", "epochs", "batch_size", "log_every", "test_every",
+                     "eval_chunk_size", "eval_batch_size"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_num_samples < 0:
+            raise ConfigError(f"eval_num_samples must be >= 0, got {self.eval_num_samples}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden sizes must be >= 1, got {self.hidden}")
+        return self
+
+
+def _one_of(key: str, value: str, valid: Any) -> None:
+    if value not in valid:
+        raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+
+
+FIELDS = {f.name: f for f in fields(Config)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check a value's type against the field's default and convert where it is lossless."""
+    default = getattr(Config(), key)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, int) for v in value)
+    else:
+        ok = isinstance(value, dict)
+    if not ok:
+        raise ConfigError(f"config key {key!r} needs a {type(default).__name__}, got {value!r}")
+    return value
+
+
+def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
+    """A Config from ``base`` (or the defaults) with ``values`` applied; unknown keys fail."""
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {', '.join(map(repr, unknown))}; valid keys: {', '.join(FIELDS)}"
+        )
+    cfg = dataclasses.replace(base or Config())
+    for key, value in values.items():
+        setattr(cfg, key, _coerce(key, value))
+    return cfg
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a TOML config file, then apply ``overrides`` (from CLI flags)."""
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file {path} does not exist") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    cfg = from_dict(values)
+    return from_dict(overrides or {}, cfg)
+
+
+def parse_value(text: str) -> Any:
+    """A CLI value as TOML would read it (numbers, booleans, strings, lists), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(cfg: Config) -> str:
+    return "".join(f"{k} = {_toml_value(v)}\n" for k, v in cfg.to_dict().items())

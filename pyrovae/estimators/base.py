@@ -1,0 +1,164 @@
+"""The estimator contract: a ``pyro.infer.ELBO`` computed from per-data-point log weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from pyro.infer import ELBO
+from pyro.util import warn_if_nan
+from torch import Tensor
+
+from ..errors import ConfigError
+from ..registry import Registry
+from .weights import LogWeights, guess_max_plate_nesting, log_weights
+
+
+def scaled_sum(per_point: Tensor, scale: float | Tensor) -> Tensor:
+    """Sum of per-point values times the mini-batch scale N / B, applied outside every logsumexp."""
+    if isinstance(scale, Tensor):
+        return (per_point * scale).sum()
+    return per_point.sum() * scale
+
+
+class Estimator(ELBO):
+    """A variational bound and a gradient estimator for it, as a drop-in ``pyro.infer.ELBO``.
+
+    Works with any model/guide pair whose data points sit in a ``pyro.plate`` at dim -1 that
+    encloses every sample site. Particles are drawn in one vectorized plate. Each data point's
+    bound comes from unscaled log probabilities; the mini-batch scale multiplies the sum.
+
+    - ``loss(model, guide, *args, **kwargs)``: the negated bound, a float (never a surrogate).
+    - ``differentiable_loss(...)``: a scalar tensor with that value whose gradient is the
+      estimator's: ``-(bound + (S - stop(S)))`` for the estimator's surrogate S.
+    - ``loss_and_grads(...)``: runs backward on it and returns the float, for ``pyro.infer.SVI``.
+    - ``bound(...)``: the per-data-point bound, ``[B]``, without gradient.
+
+    Subclasses define ``_bound`` and, where the gradient differs from the bound's own,
+    ``_surrogate``, both per data point from a :class:`LogWeights`.
+
+    Args:
+        num_particles: K, particles per data point.
+        max_plate_nesting: plates the model nests (the data plate counts one); found by one
+            RNG-neutral run of model and guide when None, unless they declare it.
+        kl_weight: beta in lw = log p(x | z) + beta (log p(z) - log q(z | x)) for the gradient
+            (beta-VAE weighting); the reported bound always uses beta = 1.
+    """
+
+    name: ClassVar[str]
+    supports_score_function: ClassVar[bool] = False  # non-reparameterized guide sites
+    needs_stop_guide: ClassVar[bool] = False
+    needs_grad_scale: ClassVar[bool] = False
+    detach_latents: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        num_particles: int = 1,
+        max_plate_nesting: int | None = None,
+        kl_weight: float = 1.0,
+    ) -> None:
+        if not isinstance(num_particles, int) or isinstance(num_particles, bool) or num_particles < 1:
+            raise ConfigError(f"num_particles must be an integer >= 1, got {num_particles!r}")
+        if max_plate_nesting is not None and (
+            not isinstance(max_plate_nesting, int) or max_plate_nesting < 1
+        ):
+            raise ConfigError(
+                f"max_plate_nesting must be an integer >= 1 (the data plate), got {max_plate_nesting!r}"
+            )
+        if not float(kl_weight) >= 0:
+            raise ConfigError(f"kl_weight must be >= 0, got {kl_weight!r}")
+        super().__init__(num_particles=num_particles)
+        self.max_plate_nesting = max_plate_nesting
+        self.kl_weight = float(kl_weight)
+        self._nesting: dict[tuple[int, int], int] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_particles={self.num_particles})"
+
+    # -- shared machinery ---------------------------------------------------------------------
+    def plate_nesting(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> int:
+        if self.max_plate_nesting is not None:
+            return self.max_plate_nesting
+        key = (id(model), id(guide))
+        if key not in self._nesting:
+            self._nesting[key] = guess_max_plate_nesting(model, guide, args, kwargs)
+        return self._nesting[key]
+
+    def log_weights(
+        self,
+        model: Callable,
+        guide: Callable,
+        args: tuple,
+        kwargs: dict,
+        *,
+        num_particles: int | None = None,
+        for_gradient: bool = True,
+    ) -> LogWeights:
+        """Draw the particles; ``for_gradient`` adds the stop-gradient machinery it needs."""
+        w = log_weights(
+            model, guide, args, kwargs,
+            num_particles=num_particles or self.num_particles,
+            max_plate_nesting=self.plate_nesting(model, guide, args, kwargs),
+            detach_latents=self.detach_latents,
+            stop_guide=for_gradient and self.needs_stop_guide,
+            grad_scale_latents=for_gradient and self.needs_grad_scale,
+        )  # fmt: skip
+        if for_gradient and w.log_q_score is not None and not self.supports_score_function:
+            w.require_reparam(self.name)
+        return w
+
+    def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple:
+        """Pyro's hook: the model and guide traces of one vectorized draw."""
+        w = self.log_weights(model, guide, args, kwargs, for_gradient=False)
+        return w.model_trace, w.guide_trace
+
+    # -- what subclasses define ---------------------------------------------------------------
+    def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:  # pragma: no cover
+        """The bound per data point, ``[B]``, from the log weights at ``kl_weight``."""
+        raise NotImplementedError
+
+    def _surrogate(self, w: LogWeights, kl_weight: float) -> Tensor | None:
+        """Per data point, ``[B]``: a tensor whose gradient is the estimator's; None when that
+        is the gradient of the bound itself (at ``kl_weight``)."""
+        return None
+
+    def current_kl_weight(self) -> float:
+        return self.kl_weight
+
+    # -- pyro.infer.ELBO interface ------------------------------------------------------------
+    def bound(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
+        """The bound of each data point, ``[B]`` (unscaled, kl_weight 1, no gradient)."""
+        with torch.no_grad():
+            return self._bound(self.log_weights(model, guide, args, kwargs, for_gradient=False))
+
+    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        """The negated bound (summed over the batch and scaled by N / B), as a float."""
+        with torch.no_grad():
+            w = self.log_weights(model, guide, args, kwargs, for_gradient=False)
+            loss = -scaled_sum(self._bound(w), w.scale).item()
+        warn_if_nan(loss, "loss")
+        return loss
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
+        w = self.log_weights(model, guide, args, kwargs)
+        kl_weight = self.current_kl_weight()
+        bound = self._bound(w)
+        surrogate = self._surrogate(w, kl_weight)
+        if surrogate is None:
+            if kl_weight == 1.0:
+                return -scaled_sum(bound, w.scale)
+            surrogate = self._bound(w, kl_weight)
+        s = scaled_sum(surrogate, w.scale)
+        return -(scaled_sum(bound.detach(), w.scale) + (s - s.detach()))
+
+    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward(retain_graph=self.retain_graph)
+        value = loss.item()
+        warn_if_nan(value, "loss")
+        return value
+
+
+REGISTRY: Registry[Estimator] = Registry("estimator")
+register = REGISTRY.register

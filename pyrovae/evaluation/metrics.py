@@ -1,0 +1,99 @@
+"""Test-set metrics of any model/guide pair: bounds, KL, reconstruction, active units, log p(x)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..estimators.weights import guess_max_plate_nesting, log_weights, logmeanexp
+from .log_likelihood import log_likelihood
+
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def active_units(posterior_means: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
+    """Units u with Cov_x(E_q[z_u | x]) > threshold over the data set (Burda et al. 2016).
+
+    ``posterior_means`` is ``[N, z_dim]``: E_q[z | x_n] for each data point.
+    References: Burda, Grosse & Salakhutdinov 2016, "Importance Weighted Autoencoders" (sec. 5.2).
+    """
+    return int((posterior_means.var(dim=0) > threshold).sum().item())
+
+
+def _posterior_mean(guide: Callable, x: Tensor, guide_trace: Any, nesting: int) -> Tensor | None:
+    """E_q[z | x], ``[B, latent size]``: from the guide's own ``distribution(x)`` when it has one,
+    else the mean of the particles (for guides with only the data plate)."""
+    if hasattr(guide, "distribution"):
+        return guide.distribution(x).mean
+    if nesting != 1:
+        return None
+    values = [
+        s["value"] for s in guide_trace.nodes.values()
+        if s["type"] == "sample" and not s["is_observed"] and s["cond_indep_stack"]
+    ]  # fmt: skip
+    b = x.shape[0]
+    return torch.cat([v.mean(0).reshape(b, -1) for v in values], dim=-1)  # [K, B, *event] -> [B, -1]
+
+
+def evaluate_model(
+    model: Callable,
+    guide: Callable,
+    batches: Iterable[Tensor],
+    *,
+    num_particles: int = 1,
+    num_samples: int = 5000,
+    chunk_size: int = 250,
+    elbo_particles: int = 100,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Average per-data-point metrics over ``batches`` (each passed as the first argument).
+
+    - ``elbo``: E_q[log p(x | z)] - KL(q || p), the reconstruction term from ``elbo_particles``
+      draws and the KL in closed form where torch knows it (Monte Carlo elsewhere).
+    - ``reconstruction``, ``kl``: those two terms.
+    - ``iwae_bound``: IWAE(K) at K = ``num_particles`` (the training K).
+    - ``log_likelihood``: the importance-sampled log p(x) at K = ``num_samples`` (0 skips it).
+    - ``active_units`` (Burda et al. 2016) and ``seconds``.
+    All in nats per data point.
+    """
+    start = time.perf_counter()
+    sums: dict[str, Tensor] = {}
+    means, n, nesting = [], 0, None
+
+    def add(key: str, value: Tensor) -> None:
+        sums[key] = sums.get(key, 0) + value.sum()
+
+    with torch.no_grad():
+        for x in batches:
+            args = (x,)
+            if nesting is None:
+                nesting = guess_max_plate_nesting(model, guide, args, kwargs)
+            w = log_weights(model, guide, args, kwargs, num_particles=elbo_particles,
+                            max_plate_nesting=nesting)  # fmt: skip
+            recon, kl = w.log_lik.mean(0), w.kl().mean(0)
+            add("reconstruction", recon)
+            add("kl", kl)
+            add("elbo", recon - kl)
+            means.append(_posterior_mean(guide, x, w.guide_trace, nesting))
+            w = log_weights(model, guide, args, kwargs, num_particles=num_particles,
+                            max_plate_nesting=nesting)  # fmt: skip
+            add("iwae_bound", logmeanexp(w.log_w(), 0))
+            if num_samples:
+                ll = log_likelihood(model, guide, *args, num_samples=num_samples,
+                                    chunk_size=chunk_size, max_plate_nesting=nesting, **kwargs)  # fmt: skip
+                add("log_likelihood", ll)
+            n += x.shape[0]
+    out: dict[str, Any] = {k: v.item() / n for k, v in sums.items()}
+    out["iwae_particles"] = num_particles
+    if num_samples:
+        out["log_likelihood_samples"] = num_samples
+    out["elbo_particles"] = elbo_particles
+    if all(m is not None for m in means):
+        out["active_units"] = active_units(torch.cat(means))
+    out["num_points"] = n
+    out["seconds"] = time.perf_counter() - start
+    return out

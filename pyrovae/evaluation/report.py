@@ -1,0 +1,77 @@
+"""Evaluating a run directory: ``evaluation.json`` and PNG grids of samples and reconstructions."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+
+from .. import checkpoint
+from ..config import Config
+from ..config import load as load_config
+from ..data import InMemoryData
+from ..errors import ConfigError
+from ..vae import VAE
+from .metrics import evaluate_model
+from .plots import interleave, save_grid
+
+EVALUATION_FILE = "evaluation.json"
+NUM_GRID = 64
+
+
+def evaluate_loaded(
+    run_dir: Path,
+    cfg: Config,
+    vae: VAE,
+    dataset: InMemoryData,
+    num_samples: int | None = None,
+) -> dict[str, Any]:
+    """Score ``vae`` on the test set and write ``evaluation.json``, ``samples.png`` and
+    ``reconstructions.png`` (inputs in odd columns, reconstructions right of them) to ``run_dir``.
+    """
+    k = cfg.eval_num_samples if num_samples is None else num_samples
+    vae.eval()
+    with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+        result = evaluate_model(
+            vae.model, vae.guide, dataset.test_batches(cfg.eval_batch_size),
+            num_particles=cfg.num_particles, num_samples=k, chunk_size=cfg.eval_chunk_size,
+        )  # fmt: skip
+    result = {"estimator": cfg.estimator, "likelihood": cfg.likelihood, **result}
+    tmp = run_dir / (EVALUATION_FILE + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, run_dir / EVALUATION_FILE)
+
+    shape = dataset.images.image_shape
+    scale = 255.0 if dataset.kind == "counts" else 1.0
+    with torch.no_grad():
+        save_grid(run_dir / "samples.png", vae.sample(NUM_GRID) / scale, shape)
+        x = dataset.test[torch.linspace(0, dataset.num_test - 1, NUM_GRID // 2).long()]
+        pairs = interleave(x / scale, vae.reconstruct(x) / scale)
+        save_grid(run_dir / "reconstructions.png", pairs, shape)
+    return result
+
+
+def evaluate_run(
+    run_dir: str | Path, num_samples: int | None = None, device: str | None = None
+) -> dict[str, Any]:
+    """Load a run directory's config and checkpoint and evaluate it (see :func:`evaluate_loaded`)."""
+    from ..training import CHECKPOINT_FILE, CONFIG_FILE, build_vae, load_images, resolve_device
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).exists():
+        raise ConfigError(f"{run_dir} is not a pyrovae run directory (no {CONFIG_FILE})")
+    cfg = load_config(run_dir / CONFIG_FILE).validate()
+    if num_samples is not None and num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
+    dev = resolve_device(device or cfg.device)
+    state = checkpoint.load(run_dir / CHECKPOINT_FILE, map_location=dev)
+    torch.manual_seed(cfg.seed)
+    images = load_images(cfg)
+    vae = build_vae(cfg, images).to(dev)
+    vae.load_state_dict(state["model"])
+    dataset = InMemoryData(images, vae.likelihood, cfg.binarization, dev, cfg.seed)
+    return evaluate_loaded(run_dir, cfg, vae, dataset, num_samples)

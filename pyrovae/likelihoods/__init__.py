@@ -1,0 +1,34 @@
+"""Likelihoods p(x | z): each maps decoder output to a ``pyro.distributions`` object.
+
+``make(name, x_dim=..., **options)`` builds one; ``names()`` lists them. A new family is one
+new file that registers itself, imported below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import (  # noqa: F401 - each import registers its likelihood
+    bernoulli,
+    continuous_bernoulli,
+    discretized_logistic,
+    gaussian,
+    laplace,
+    poisson,
+)
+from .base import REGISTRY, Likelihood
+
+__all__ = ["Likelihood", "make", "names", "options"]
+
+
+def make(name: str, x_dim: int, **options: Any) -> Likelihood:
+    """The likelihood registered as ``name`` for ``x_dim``-dimensional data."""
+    return REGISTRY.make(name, x_dim=x_dim, **options)
+
+
+def names() -> list[str]:
+    return REGISTRY.names()
+
+
+def options(name: str) -> list[str]:
+    return [o for o in REGISTRY.options(name) if o != "x_dim"]

@@ -1,0 +1,206 @@
+"""The VAE as a Pyro model/guide pair: z ~ N(0, I), x ~ p(x | decoder(z)); q(z | x) amortized."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.params.param_store import param_with_module_name
+from torch import Tensor, nn
+
+from . import likelihoods
+from .errors import ConfigError, ModelStructureError
+from .likelihoods import Likelihood
+from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+
+ARCHITECTURES = ("mlp", "conv")
+_names = itertools.count()
+
+
+def register_module(name: str, module: nn.Module) -> None:
+    """Register ``module``'s parameters in Pyro's global param store, as ``pyro.module`` does.
+
+    Unlike ``pyro.module`` it refuses a store that already holds *other* tensors under these
+    names (two VAEs given one name would otherwise train one set of parameters and run the
+    other). With ``pyro.settings.set(module_local_params=True)`` nothing is registered: the
+    parameters live in the module and a torch optimizer over ``module.parameters()`` trains them.
+    """
+    if pyro.settings.get("module_local_params"):
+        return
+    for pname, p in module.named_parameters():
+        full = param_with_module_name(name, pname)
+        if pyro.param(full, p) is not p:
+            raise ModelStructureError(
+                f"Pyro's param store holds another tensor under {full!r}: two modules share "
+                f"the name {name!r}. Give each VAE its own name= or call pyro.clear_param_store()"
+            )
+
+
+class _DataPlate:
+    """``pyro.plate("data", num_data, dim=-1)`` over a mini-batch of the given size.
+
+    With ``num_data`` (the data set's size N) the plate is subsampled, so Pyro scales the batch
+    by N / B; the subsample indices are passed in, so no random numbers are drawn for them.
+    """
+
+    def __init__(self) -> None:
+        self._index: dict[tuple[int, torch.device], Tensor] = {}
+
+    def __call__(self, batch_size: int, num_data: int | None, device: torch.device) -> pyro.plate:
+        if num_data is None or num_data == batch_size:
+            return pyro.plate("data", batch_size, dim=-1)
+        if num_data < batch_size:
+            raise ValueError(f"num_data={num_data} is smaller than the batch ({batch_size})")
+        key = (batch_size, device)
+        if key not in self._index:
+            self._index[key] = torch.arange(batch_size, device=device)
+        return pyro.plate("data", num_data, subsample=self._index[key], dim=-1)
+
+
+class VAEModel(nn.Module):
+    """p(x, z) = N(z; 0, I) p(x | decoder(z)); one latent site ``z``, one observed site ``x``.
+
+    ``forward(x, num_data=None)`` is the Pyro model. With ``x=None`` it generates ``batch_size``
+    data points. Both sites sit in the data plate at dim -1.
+    """
+
+    max_plate_nesting = 1
+
+    def __init__(self, decoder: nn.Module, likelihood: Likelihood, z_dim: int, name: str) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.z_dim = z_dim
+        self.pyro_name = name
+        self.register_buffer("prior_loc", torch.zeros(z_dim))
+        self.register_buffer("prior_scale", torch.ones(z_dim))
+        self._plate = _DataPlate()
+
+    def prior(self, batch_size: int) -> dist.TorchDistribution:
+        return dist.Normal(self.prior_loc, self.prior_scale).expand([batch_size, self.z_dim]).to_event(1)
+
+    def forward(
+        self, x: Tensor | None = None, num_data: int | None = None, batch_size: int | None = None
+    ) -> Tensor:
+        register_module(self.pyro_name, self)
+        if x is not None:
+            _check_device(x, self.prior_loc)
+            batch_size = x.shape[0]
+        elif batch_size is None:
+            raise ValueError("the model needs data x or, to generate, a batch_size")
+        with self._plate(batch_size, num_data, self.prior_loc.device):
+            z = pyro.sample("z", self.prior(batch_size))  # [K, B, z_dim] under a particle plate
+            return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+
+
+class VAEGuide(nn.Module):
+    """q(z | x) = N(z; mu(x), diag sigma(x)^2), the amortized encoder, at site ``z``.
+
+    ``distribution(x)`` returns q(z | x) itself: the per-data-point parameters that
+    diagnostics such as the amortization gap refine.
+    """
+
+    max_plate_nesting = 1
+
+    def __init__(self, encoder: nn.Module, name: str) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.pyro_name = name
+        self._plate = _DataPlate()
+
+    def distribution(self, x: Tensor) -> dist.TorchDistribution:
+        loc, scale = self.encoder(x)  # [B, z_dim] each
+        return dist.Normal(loc, scale).to_event(1)
+
+    def forward(self, x: Tensor, num_data: int | None = None, batch_size: int | None = None) -> Tensor:
+        register_module(self.pyro_name, self)
+        with self._plate(x.shape[0], num_data, x.device):
+            return pyro.sample("z", self.distribution(x))
+
+
+def _check_device(x: Tensor, like: Tensor) -> None:
+    if x.device != like.device:
+        raise ValueError(
+            f"the data is on {x.device} but the VAE's parameters are on {like.device}; "
+            f"move one of them (x.to({str(like.device)!r}) or vae.to(...))"
+        )
+
+
+class VAE(nn.Module):
+    """A variational autoencoder as a Pyro model/guide pair.
+
+    ``vae.model`` declares z ~ N(0, I) (``to_event(1)``) and x ~ the likelihood of the decoder's
+    output; ``vae.guide`` holds the amortized diagonal-Gaussian encoder. Both are
+    ``nn.Module`` s, so both of Pyro's idioms work: ``SVI(vae.model, vae.guide, ...)`` with the
+    global param store, or ``loss_fn = estimator(vae.model, vae.guide)`` with a torch optimizer
+    over ``loss_fn.parameters()``. Pass ``num_data=N`` to model and guide when ``x`` is a
+    mini-batch of a data set of N points.
+
+    Args:
+        x_dim: size of a (flattened) data point.
+        z_dim: size of the latent code.
+        likelihood: a registered likelihood name (``pyrovae.likelihoods.names()``) or instance.
+        likelihood_options: options for ``likelihoods.make``.
+        hidden: hidden layer sizes of the MLP encoder (the decoder mirrors them).
+        activation: "relu", "softplus", "tanh" or "elu".
+        architecture: "mlp" or "conv" (needs ``image_shape``).
+        image_shape: (C, H, W) of a data point, for the conv nets.
+        encoder, decoder: your own modules: ``encoder(x) -> (mu, sigma)``, each ``[B, z_dim]``;
+            ``decoder(z)`` maps ``[..., z_dim]`` to ``[..., likelihood.num_params * x_dim]``.
+        name: prefix of the parameters' names in Pyro's param store; unique by default.
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int = 50,
+        likelihood: str | Likelihood = "bernoulli",
+        likelihood_options: dict[str, Any] | None = None,
+        hidden: Sequence[int] = (400,),
+        activation: str = "relu",
+        architecture: str = "mlp",
+        image_shape: Sequence[int] | None = None,
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if architecture not in ARCHITECTURES:
+            raise ConfigError(f"unknown architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}")
+        if isinstance(likelihood, str):
+            likelihood = likelihoods.make(likelihood, x_dim=x_dim, **(likelihood_options or {}))
+        elif likelihood_options:
+            raise ConfigError("likelihood_options go with a likelihood name, not an instance")
+        out_dim = likelihood.num_params * x_dim
+        hidden = tuple(hidden)
+        if architecture == "conv":
+            if image_shape is None:
+                raise ConfigError("architecture 'conv' needs image_shape=(C, H, W)")
+            encoder = encoder or ConvEncoder(image_shape, z_dim, act=activation)
+            decoder = decoder or ConvDecoder(image_shape, z_dim, likelihood.num_params, act=activation)
+        else:
+            encoder = encoder or MLPEncoder(x_dim, z_dim, hidden, activation)
+            decoder = decoder or MLPDecoder(z_dim, out_dim, hidden, activation)
+        self.name = name if name is not None else f"vae{next(_names)}"
+        self.x_dim, self.z_dim = x_dim, z_dim
+        self.model = VAEModel(decoder, likelihood, z_dim, f"{self.name}.model")
+        self.guide = VAEGuide(encoder, f"{self.name}.guide")
+
+    @property
+    def likelihood(self) -> Likelihood:
+        return self.model.likelihood
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        """Likelihood means at ``n`` draws from the prior: ``[n, x_dim]``."""
+        z = self.model.prior(n).sample()
+        return self.likelihood.mean(self.model.decoder(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Likelihood means at the encoder's mean code: ``[B, x_dim]``."""
+        return self.likelihood.mean(self.model.decoder(self.guide.distribution(x).mean))

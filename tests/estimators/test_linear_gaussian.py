@@ -1,0 +1,154 @@
+"""Estimators against the exact answers of a linear-Gaussian model."""
+
+import numpy as np
+import pytest
+import torch
+from models import linear_gaussian
+
+from pyrovae import estimators
+
+from .hand import elbo, iwae, kl_to_prior, log_lik, log_weights
+
+N = 50  # data set size: a batch of B = 4 is scaled by N / B = 12.5
+
+
+def hand_bound(name, est, model, guide, x, z):
+    """The estimator's per-point bound computed by hand from the same particles z."""
+    lw = log_weights(model, guide, x, z)
+    if name == "analytic_elbo":
+        return log_lik(model, x, z).mean(0) - kl_to_prior(guide, x)
+    if name == "elbo":
+        return elbo(lw)
+    if name == "iwae":
+        return iwae(lw)
+    raise KeyError(name)
+
+
+HAND = ["elbo", "analytic_elbo", "iwae"]
+
+
+def test_every_estimator_has_a_hand_computation():
+    missing = [n for n in estimators.names() if n not in HAND and n not in EXTRA_HAND]
+    assert not missing, f"add a hand computation for {missing}"
+
+
+EXTRA_HAND: list[str] = []
+
+
+# Estimators whose every draw is exact at the posterior (all log weights equal log p(x)).
+# analytic_elbo is exact only in expectation: its log p(x | z_k) - KL varies with z_k.
+EXACT_EACH_DRAW = [n for n in HAND if n != "analytic_elbo"]
+
+
+@pytest.mark.parametrize("name", EXACT_EACH_DRAW)
+@pytest.mark.parametrize("k", [1, 6])
+def test_exact_at_the_posterior(name, k):
+    model, guide = linear_gaussian()
+    x = model.sample(4)
+    est = estimators.make(name, num_particles=k)
+    exact = model.log_px(x)
+    # every log weight equals log p(x), so every bound is exact on every draw
+    assert est.loss(model, guide, x) == pytest.approx(-exact.sum().item(), abs=1e-9)
+    assert est.loss(model, guide, x, num_data=N) == pytest.approx(-N / 4 * exact.sum().item(), abs=1e-8)
+    assert torch.allclose(est.bound(model, guide, x), exact, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", HAND)
+@pytest.mark.parametrize("k", [1, 5])
+def test_bound_equals_hand_computation_on_the_same_particles(name, k):
+    model, guide = linear_gaussian(perturb=0.3)
+    x = model.sample(4)
+    est = estimators.make(name, num_particles=k)
+    torch.manual_seed(7)
+    loss = est.loss(model, guide, x, num_data=N)
+    torch.manual_seed(7)
+    dloss = est.differentiable_loss(model, guide, x, num_data=N)
+    torch.manual_seed(7)
+    w = est.log_weights(model, guide, (x,), {"num_data": N}, for_gradient=False)
+    z = w.guide_trace.nodes["z"]["value"]
+    assert z.shape == (k, 4, 2)
+    expected = -N / 4 * hand_bound(name, est, model, guide, x, z).sum()
+    assert loss == pytest.approx(expected, rel=1e-10)
+    assert dloss.item() == pytest.approx(expected, rel=1e-10)
+    assert dloss.requires_grad
+
+
+def _draws(est, model, guide, x1, reps):
+    """``reps`` independent draws of the bound at one data point, as one batch."""
+    return est.bound(model, guide, x1.expand(reps, -1)).numpy()
+
+
+def test_iwae_is_below_log_px_and_rises_with_k():
+    model, guide = linear_gaussian(perturb=0.4)
+    x1 = model.sample(1)
+    exact = model.log_px(x1).item()
+    means, ses = [], []
+    for k in (1, 4, 16, 64):
+        b = _draws(estimators.make("iwae", num_particles=k), model, guide, x1, 4000)
+        means.append(b.mean())
+        ses.append(b.std(ddof=1) / np.sqrt(len(b)))
+        assert means[-1] + 4 * ses[-1] < exact, (k, means[-1], ses[-1], exact)
+    for j in range(3):
+        assert means[j + 1] - means[j] > 4 * np.hypot(ses[j], ses[j + 1]), (means, ses)
+    assert exact - means[-1] < 0.25 * (exact - means[0])  # and closes most of the gap
+
+
+def test_iwae_k1_is_the_elbo_on_the_same_draw():
+    model, guide = linear_gaussian(perturb=0.3)
+    x = model.sample(5)
+    torch.manual_seed(3)
+    a = estimators.make("iwae", num_particles=1).loss(model, guide, x)
+    torch.manual_seed(3)
+    b = estimators.make("elbo", num_particles=1).loss(model, guide, x)
+    assert a == pytest.approx(b, rel=1e-12)
+
+
+def test_analytic_and_monte_carlo_elbo_agree_in_mean():
+    model, guide = linear_gaussian(perturb=0.3)
+    x1 = model.sample(1)
+    a = _draws(estimators.make("analytic_elbo"), model, guide, x1, 20000)
+    m = _draws(estimators.make("elbo"), model, guide, x1, 20000)
+    se = np.hypot(a.std(), m.std()) / np.sqrt(20000)
+    assert abs(a.mean() - m.mean()) < 4 * se
+
+
+def test_analytic_elbo_is_exact_in_expectation_at_the_posterior():
+    model, guide = linear_gaussian()
+    x1 = model.sample(1)
+    a = _draws(estimators.make("analytic_elbo", num_particles=4), model, guide, x1, 20000)
+    assert abs(a.mean() - model.log_px(x1).item()) < 4 * a.std() / np.sqrt(len(a))
+
+
+def torch_hand_bound(name, model, guide, x, eps):
+    """The bound as a torch function of every parameter, at fixed noise eps [K, B, d]."""
+    loc, sd = (x - guide.c) @ guide.A.T, guide.log_sd.exp()
+    z = loc + sd * eps
+    Normal = torch.distributions.Normal
+    log_lik = Normal(z @ model.W.T + model.b, model.s).log_prob(x).sum(-1)
+    lw = log_lik + Normal(0.0, 1.0).log_prob(z).sum(-1) - Normal(loc, sd).log_prob(z).sum(-1)
+    if name == "elbo":
+        return lw.mean(0)
+    if name == "iwae":
+        return torch.logsumexp(lw, 0) - np.log(lw.shape[0])
+    if name == "analytic_elbo":
+        log_s2 = 2 * guide.log_sd
+        return log_lik.mean(0) - 0.5 * (log_s2.exp() - 1 - log_s2 + loc**2).sum(-1)
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("name", HAND)
+def test_gradient_equals_the_hand_gradient_at_the_same_noise(name):
+    model, guide = linear_gaussian(perturb=0.3)
+    x = model.sample(4)
+    params = [model.W, model.b, guide.A, guide.c, guide.log_sd]
+    est = estimators.make(name, num_particles=3)
+    torch.manual_seed(7)
+    grads = torch.autograd.grad(est.differentiable_loss(model, guide, x, num_data=N), params)
+    torch.manual_seed(7)
+    w = est.log_weights(model, guide, (x,), {"num_data": N}, for_gradient=False)
+    z = w.guide_trace.nodes["z"]["value"]
+    with torch.no_grad():
+        eps = (z - (x - guide.c) @ guide.A.T) / guide.log_sd.exp()
+    hand = -N / 4 * torch_hand_bound(name, model, guide, x, eps).sum()
+    for g, h in zip(grads, torch.autograd.grad(hand, params), strict=True):
+        assert torch.allclose(g, h, rtol=1e-9, atol=1e-10)
