@@ -4,7 +4,8 @@ A Pyro model declares the prior and the decoder likelihood, a Pyro guide the amo
 estimators are drop-in ``pyro.infer.ELBO`` s; likelihoods swap by name.
 """
 
-from . import estimators, likelihoods
+from . import diagnostics, estimators, likelihoods
+from .config import Config
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -13,19 +14,25 @@ from .errors import (
     PyrovaeError,
     TrainingDiverged,
 )
-from .evaluation import log_likelihood
+from .evaluation import evaluate_run, log_likelihood
+from .training import TrainResult, train
 from .vae import VAE
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "Config",
+    "TrainResult",
+    "evaluate_run",
+    "train",
     "CheckpointError",
     "ConfigError",
     "DataError",
     "ModelStructureError",
     "PyrovaeError",
     "TrainingDiverged",
+    "diagnostics",
     "estimators",
     "likelihoods",
     "log_likelihood",

@@ -77,7 +77,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import train
 
     def report(m: dict[str, Any]) -> None:
-        test = f"  test bound {m['test_bound']:.2f}" if "test_bound" in m else ""
+        test = "".join(f"  {k.replace('_', ' ')} {m[k]:.2f}" for k in ("test_bound", "test_objective")
+                       if k in m)  # fmt: skip
         tqdm.write(f"epoch {m['epoch']:4d}  train loss {m['train_loss']:.2f}{test}  "
                    f"({m['seconds']:.1f} s)")  # fmt: skip
 
@@ -106,6 +107,41 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import GridSpec, compare
+
+    overrides: dict[str, Any] = {}
+    for key in ("estimators", "likelihoods", "seeds", "workers", "eval_num_samples", "psis_samples",
+                "snr_draws", "gap_points", "gap_steps"):  # fmt: skip
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    budgets = {k: getattr(args, k) for k in ("epochs", "steps", "seconds") if getattr(args, k) is not None}
+    if len(budgets) > 1:
+        raise PyrovaeError("give one budget: --epochs, --steps or --seconds")
+    if budgets:
+        overrides["budget"] = budgets
+    if args.set:
+        base = {}
+        for item in args.set:
+            key, sep, text = item.partition("=")
+            if not sep:
+                raise PyrovaeError(f"--set needs KEY=VALUE, got {item!r}")
+            base[key.strip().replace("-", "_")] = parse_value(text.strip())
+        overrides["base"] = base
+    spec = GridSpec.load(args.config, overrides) if args.config else GridSpec.from_dict(overrides)
+    n = len(spec.cells())
+    done = []
+
+    def report(cell_id: str) -> None:
+        done.append(cell_id)
+        print(f"[{len(done)}] cell {cell_id} done", flush=True)
+
+    print(f"comparison: {n} cells in {args.out}", flush=True)
+    result = compare(spec, args.out, on_cell=report)
+    print(f"report: {result['report']}")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from . import estimators, likelihoods
 
@@ -131,6 +167,25 @@ def parser() -> argparse.ArgumentParser:
                    help="K of the IS log-likelihood (default: the run's eval_num_samples)")  # fmt: skip
     e.add_argument("--device", default=None)
     e.set_defaults(fn=_cmd_evaluate)
+    c = sub.add_parser("compare", help="run a fair grid of estimators and write a report")
+    c.add_argument("--config", metavar="FILE", help="TOML comparison spec (flags override it)")
+    c.add_argument("--out", default="runs/compare", metavar="DIR", help="comparison directory")
+    c.add_argument("--estimators", nargs="+", metavar="SPEC",
+                   help="name[:K[:key=value,...]], e.g. elbo iwae:5 dreg:50 renyi:5:alpha=0.5")  # fmt: skip
+    c.add_argument("--likelihoods", nargs="+", metavar="NAME")
+    c.add_argument("--seeds", nargs="+", type=int, metavar="N")
+    c.add_argument("--epochs", type=int, help="budget: epochs per cell")
+    c.add_argument("--steps", type=int, help="budget: gradient steps per cell")
+    c.add_argument("--seconds", type=float, help="budget: training seconds per cell")
+    c.add_argument("--workers", type=int, help="cells run in this many processes at once")
+    c.add_argument("--eval-num-samples", type=int, metavar="K", help="K of the test log-likelihood")
+    c.add_argument("--psis-samples", type=int, metavar="K", help="K for PSIS k-hat (>= 100)")
+    c.add_argument("--snr-draws", type=int, metavar="R", help="gradient draws for the SNR")
+    c.add_argument("--gap-points", type=int, metavar="N", help="test points for the gaps")
+    c.add_argument("--gap-steps", type=int, metavar="N", help="steps refining q for the gaps")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a train config key for every cell (repeatable), e.g. --set hidden=[200]")  # fmt: skip
+    c.set_defaults(fn=_cmd_compare)
     ls = sub.add_parser("list", help="list the likelihoods and estimators with their options")
     ls.set_defaults(fn=_cmd_list)
     return p

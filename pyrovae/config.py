@@ -35,6 +35,8 @@ class Config:
     estimator_options: dict[str, Any] = field(default_factory=dict)  # e.g. {alpha = 0.5}
     # optimization
     epochs: int = 200
+    max_steps: int = 0  # stop after this many gradient steps (0: no limit), mid-epoch if need be
+    max_seconds: float = 0.0  # stop after this much training time (0: no limit)
     batch_size: int = 100
     lr: float = 1e-3
     seed: int = 0
@@ -67,6 +69,8 @@ class Config:
                      "eval_chunk_size", "eval_batch_size"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps < 0 or self.max_seconds < 0:
+            raise ConfigError("max_steps and max_seconds must be >= 0 (0: no limit)")
         if self.eval_num_samples < 0:
             raise ConfigError(f"eval_num_samples must be >= 0, got {self.eval_num_samples}")
         if not self.lr > 0:
@@ -109,9 +113,7 @@ def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
     """A Config from ``base`` (or the defaults) with ``values`` applied; unknown keys fail."""
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
-        raise ConfigError(
-            f"unknown config key {', '.join(map(repr, unknown))}; valid keys: {', '.join(FIELDS)}"
-        )
+        raise ConfigError(f"unknown config key {', '.join(map(repr, unknown))}; valid keys: {', '.join(FIELDS)}")
     cfg = dataclasses.replace(base or Config())
     for key, value in values.items():
         setattr(cfg, key, _coerce(key, value))

@@ -23,8 +23,8 @@ from .vae import VAE
 
 CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE = "config.toml", "checkpoint.pt", "metrics.jsonl"
 # Settings a resumed run may change; everything else must match the run's own config.
-RESUMABLE = {"epochs", "device", "log_every", "eval_num_samples", "eval_chunk_size",
-             "eval_batch_size"}  # fmt: skip
+RESUMABLE = {"epochs", "max_steps", "max_seconds", "device", "log_every", "eval_num_samples",
+             "eval_chunk_size", "eval_batch_size"}  # fmt: skip
 
 
 @dataclass
@@ -62,14 +62,38 @@ def load_images(cfg: Config) -> data.Images:
     return data.load(cfg.dataset, path=cfg.data_path or None)
 
 
-def test_bound(
-    estimator: estimators.Estimator, vae: VAE, dataset: data.InMemoryData, batch_size: int
-) -> torch.Tensor:
-    """The estimator's bound averaged over the test set, as a device tensor (no sync)."""
+def test_bound(estimator: pyro.infer.ELBO, vae: VAE, dataset: data.InMemoryData, batch_size: int) -> torch.Tensor:
+    """The estimator's bound averaged over the test set, as a device tensor (no sync for
+    pyrovae's estimators; Pyro's own report a float per batch)."""
     total = torch.zeros((), device=dataset.device)
     for x in dataset.test_batches(batch_size):
-        total += estimator.bound(vae.model, vae.guide, x).sum()
+        if isinstance(estimator, estimators.Estimator):
+            total += estimator.bound(vae.model, vae.guide, x).sum()
+        else:
+            total -= estimator.loss(vae.model, vae.guide, x)
     return total / dataset.num_test
+
+
+def bound_key(estimator: pyro.infer.ELBO) -> str:
+    """Renyi with alpha < 0 gives an objective that can exceed log p(x): never call it a bound."""
+    return "test_bound" if getattr(estimator, "reports_bound", True) else "test_objective"
+
+
+def is_scaled(estimator: pyro.infer.ELBO) -> bool:
+    """Whether the estimator's gradient follows a kl_weight other than 1 at any time."""
+    return isinstance(estimator, estimators.Estimator) and (estimator.kl_weight != 1.0 or estimator.kl_warmup > 0)
+
+
+def _step(estimator: pyro.infer.ELBO, vae: VAE, x: torch.Tensor, n: int) -> torch.Tensor:
+    """Forward and backward of one step: the batch's negated bound, scaled by N / B."""
+    if hasattr(estimator, "differentiable_loss"):
+        loss = estimator.differentiable_loss(vae.model, vae.guide, x, num_data=n)
+        loss.backward()
+        return loss.detach()
+    # Pyro's estimators without differentiable_loss (RenyiELBO, ...) run backward themselves,
+    # and only when they see param sites: register the VAE's parameters for them.
+    with pyro.settings.context(module_local_params=False):
+        return torch.tensor(estimator.loss_and_grads(vae.model, vae.guide, x, num_data=n))
 
 
 def _resolve(config: Config | dict[str, Any] | None, run_dir: Path, resume: bool) -> Config:
@@ -114,6 +138,7 @@ def train(
     progress: bool = False,
     evaluate: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    after_epoch: Callable[[dict[str, Any], VAE, pyro.infer.ELBO, data.InMemoryData], None] | None = None,
 ) -> TrainResult:
     """Train a VAE on ``config``'s data with Adam, writing a run directory ``out``.
 
@@ -123,7 +148,10 @@ def train(
     :func:`pyrovae.evaluation.evaluate_run`). ``resume=True`` continues the run in ``out`` from
     its checkpoint; ``config`` may then only raise ``epochs`` (and change device or evaluation
     settings). Losses are read from the device, and checked for NaN, every ``log_every`` steps
-    and at the end of each epoch, never at every step.
+    and at the end of each epoch, never at every step. ``max_steps`` and ``max_seconds`` end
+    training early, mid-epoch if need be (that last epoch's line covers the data it saw).
+    ``on_epoch(record)`` sees each epoch's metrics line; ``after_epoch(record, vae, estimator,
+    dataset)`` may also measure the model (diagnostics), after the checkpoint is written.
     """
     run_dir = Path(out)
     cfg = _resolve(config, run_dir, resume)
@@ -138,13 +166,15 @@ def train(
                                 **cfg.estimator_options)  # fmt: skip
     optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr, foreach=True)
     metrics_path = run_dir / METRICS_FILE
-    epoch, step, metrics = 0, 0, []
+    ours = isinstance(estimator, estimators.Estimator)
+    epoch, step, metrics, train_seconds = 0, 0, [], 0.0
     if resume:
         state = checkpoint.load(run_dir / CHECKPOINT_FILE, map_location=device)
         vae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         checkpoint.set_rng_state(state["rng"])
         epoch, step = int(state["epoch"]), int(state["step"])
+        train_seconds = float(state.get("train_seconds", 0.0))
         if metrics_path.exists():  # drop lines of an epoch whose checkpoint was never written
             lines = metrics_path.read_text().splitlines()
             metrics = [m for m in map(json.loads, filter(None, lines)) if m["epoch"] <= epoch]
@@ -153,48 +183,70 @@ def train(
 
     n = dataset.num_train
     steps_per_epoch = -(-n // cfg.batch_size)
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=epoch * steps_per_epoch,
+    total_steps = cfg.epochs * steps_per_epoch
+    total_steps = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    bar = tqdm(total=total_steps, initial=step,
                disable=not progress, unit="step", dynamic_ncols=True)  # fmt: skip
     last_good = epoch
+    stopped = False
     with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
         if not resume:  # where the curve starts: the untrained model's test bound
             start = time.perf_counter()
             with torch.no_grad():
                 bound0 = test_bound(estimator, vae, dataset, cfg.eval_batch_size).item()
-            _append(metrics, metrics_path, {"epoch": 0, "step": 0, "test_bound": bound0,
+            _append(metrics, metrics_path, {"epoch": 0, "step": 0, bound_key(estimator): bound0,
                                             "seconds": time.perf_counter() - start})  # fmt: skip
-        while epoch < cfg.epochs:
+        while epoch < cfg.epochs and not stopped:
             epoch += 1
             start = time.perf_counter()
             total = torch.zeros((), device=device)
+            seen = 0
+            objective = torch.zeros((), device=device)
+            if ours:  # the KL schedule's clock, set again after a resume
+                estimator.num_steps, estimator.epoch = step, epoch - 1
             for x in dataset.train_batches(cfg.batch_size):
-                loss = estimator.differentiable_loss(vae.model, vae.guide, x, num_data=n)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = _step(estimator, vae, x, n)
                 optimizer.step()
-                total += loss.detach() * (x.shape[0] / n)  # the batch's own negated bound sum
+                total += loss.to(device) * (x.shape[0] / n)  # the batch's own negated bound sum
+                if ours and estimator.last_objective is not None:
+                    objective -= estimator.last_objective * (x.shape[0] / n)
+                    estimator.last_objective = None
                 step += 1
+                seen += x.shape[0]
                 bar.update()
                 if step % cfg.log_every == 0:
                     value = total.item()
                     _check_finite(value, vae, step, epoch, run_dir, last_good)
-                    bar.set_postfix(epoch=epoch, loss=f"{value / n:.2f}")
-            train_loss = total.item() / n
+                    bar.set_postfix(epoch=epoch, loss=f"{value / seen:.2f}")
+                if (cfg.max_steps and step >= cfg.max_steps) or (
+                    cfg.max_seconds and train_seconds + time.perf_counter() - start >= cfg.max_seconds
+                ):
+                    stopped = True
+                    break
+            train_seconds += time.perf_counter() - start
+            train_loss = total.item() / seen
             _check_finite(train_loss, vae, step, epoch, run_dir, last_good)
             record: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": train_loss}
-            if epoch % cfg.test_every == 0 or epoch == cfg.epochs:
+            if is_scaled(estimator):  # the kl_weight-scaled objective, beside the bound
+                record["train_objective"] = objective.item() / n
+                record["kl_weight"] = estimator.current_kl_weight()
+            if epoch % cfg.test_every == 0 or epoch == cfg.epochs or stopped:
                 with torch.no_grad():
-                    record["test_bound"] = test_bound(estimator, vae, dataset, cfg.eval_batch_size).item()
+                    value = test_bound(estimator, vae, dataset, cfg.eval_batch_size).item()
+                record[bound_key(estimator)] = value
             record["seconds"] = time.perf_counter() - start
             _append(metrics, metrics_path, record)
             checkpoint.save(
-                {"epoch": epoch, "step": step, "model": vae.state_dict(),
+                {"epoch": epoch, "step": step, "train_seconds": train_seconds, "model": vae.state_dict(),
                  "optimizer": optimizer.state_dict(), "rng": checkpoint.rng_state()},
                 run_dir / CHECKPOINT_FILE,
             )  # fmt: skip
             last_good = epoch
             if on_epoch is not None:
                 on_epoch(record)
+            if after_epoch is not None:
+                after_epoch(record, vae, estimator, dataset)
     bar.close()
 
     evaluation = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyro
@@ -83,9 +83,7 @@ class VAEModel(nn.Module):
     def prior(self, batch_size: int) -> dist.TorchDistribution:
         return dist.Normal(self.prior_loc, self.prior_scale).expand([batch_size, self.z_dim]).to_event(1)
 
-    def forward(
-        self, x: Tensor | None = None, num_data: int | None = None, batch_size: int | None = None
-    ) -> Tensor:
+    def forward(self, x: Tensor | None = None, num_data: int | None = None, batch_size: int | None = None) -> Tensor:
         register_module(self.pyro_name, self)
         if x is not None:
             _check_device(x, self.prior_loc)
@@ -100,8 +98,9 @@ class VAEModel(nn.Module):
 class VAEGuide(nn.Module):
     """q(z | x) = N(z; mu(x), diag sigma(x)^2), the amortized encoder, at site ``z``.
 
-    ``distribution(x)`` returns q(z | x) itself: the per-data-point parameters that
-    diagnostics such as the amortization gap refine.
+    ``distribution(x)`` returns q(z | x) itself; ``local_parameters`` and ``local_guide`` expose
+    the per-data-point parameters that the amortization-gap diagnostic refines
+    (:class:`pyrovae.diagnostics.LocalGuide`).
     """
 
     max_plate_nesting = 1
@@ -120,6 +119,22 @@ class VAEGuide(nn.Module):
         register_module(self.pyro_name, self)
         with self._plate(x.shape[0], num_data, x.device):
             return pyro.sample("z", self.distribution(x))
+
+    def local_parameters(self, x: Tensor) -> dict[str, Tensor]:
+        """The encoder's output per data point, unconstrained: ``loc`` and ``log_scale``."""
+        loc, scale = self.encoder(x)
+        return {"loc": loc, "log_scale": scale.log()}
+
+    def local_guide(self, params: dict[str, Tensor]) -> Callable:
+        """A guide like this one whose q(z | x_i) has the given per-point parameters."""
+
+        def guide(x: Tensor, num_data: int | None = None, batch_size: int | None = None) -> Tensor:
+            with self._plate(x.shape[0], num_data, x.device):
+                q = dist.Normal(params["loc"], params["log_scale"].exp()).to_event(1)
+                return pyro.sample("z", q)
+
+        guide.max_plate_nesting = 1  # type: ignore[attr-defined]
+        return guide
 
 
 def _check_device(x: Tensor, like: Tensor) -> None:

@@ -78,7 +78,93 @@ class LinearGaussianGuide(nn.Module):
         with data_plate(x.shape[0], num_data):
             pyro.sample("z", self.distribution(x))
 
+    # the per-point parameters, for the amortization-gap diagnostic
+    def local_parameters(self, x: Tensor) -> dict[str, Tensor]:
+        d = self.distribution(x).base_dist
+        return {"loc": d.loc, "log_scale": d.scale.log().expand_as(d.loc)}
 
-def linear_gaussian(perturb: float = 0.0, **kw):
+    def local_guide(self, params):
+        def guide(x: Tensor, num_data: int | None = None) -> None:
+            with data_plate(x.shape[0], num_data):
+                pyro.sample("z", dist.Normal(params["loc"], params["log_scale"].exp()).to_event(1))
+
+        return guide
+
+
+def linear_gaussian(perturb: float = 0.0, widen: float = 0.0, **kw):
+    """The model and a guide ``perturb``-ed at random and ``widen``-ed (log sd + widen)."""
     model = LinearGaussianModel(**kw)
-    return model, LinearGaussianGuide(model, perturb)
+    guide = LinearGaussianGuide(model, perturb)
+    with torch.no_grad():
+        guide.log_sd += widen
+    return model, guide
+
+
+class ChainModel(nn.Module):
+    """Two latent sites in a chain: z1 ~ N(0, 1), z2 | z1 ~ N(a z1, t^2), x | z2 ~ N(w z2 + b, s^2 I)."""
+
+    def __init__(self, D: int = 3, a: float = 0.8, t: float = 0.6, s: float = 0.5, seed: int = 3) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w = nn.Parameter(torch.randn(D, generator=g, dtype=DTYPE))
+        self.b = nn.Parameter(torch.randn(D, generator=g, dtype=DTYPE) * 0.3)
+        self.a, self.t, self.s, self.D = a, t, s, D
+
+    def forward(self, x: Tensor, num_data: int | None = None) -> None:
+        B = x.shape[0]
+        with data_plate(B, num_data):
+            z1 = pyro.sample("z1", dist.Normal(torch.zeros(B, 1, dtype=DTYPE), 1.0).to_event(1))
+            z2 = pyro.sample("z2", dist.Normal(self.a * z1, self.t).to_event(1))
+            pyro.sample("x", dist.Normal(z2 * self.w + self.b, self.s).to_event(1), obs=x)
+
+    def log_px(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            var_z2 = self.a**2 + self.t**2
+            cov = var_z2 * torch.outer(self.w, self.w) + self.s**2 * torch.eye(self.D, dtype=DTYPE)
+            return dist.MultivariateNormal(self.b, cov).log_prob(x)
+
+    def exact_guide(self) -> dict[str, Tensor]:
+        """Parameters of ChainGuide at which q(z1 | x) q(z2 | z1, x) is the exact posterior."""
+        with torch.no_grad():
+            prior = torch.tensor([[1.0, self.a], [self.a, self.a**2 + self.t**2]], dtype=DTYPE)
+            prec = torch.linalg.inv(prior)
+            prec[1, 1] += self.w @ self.w / self.s**2
+            S = torch.linalg.inv(prec)
+            g = S[:, 1] / self.s**2  # posterior mean = g * w^T (x - b)
+            k = S[1, 0] / S[0, 0]
+            u1, u2 = g[0] * self.w, (g[1] - k * g[0]) * self.w
+            return {
+                "u1": u1, "e1": -(u1 @ self.b).reshape(1), "ls1": (0.5 * S[0, 0].log()).reshape(1),
+                "u2": u2, "e2": -(u2 @ self.b).reshape(1), "k": k.reshape(1),
+                "ls2": (0.5 * (S[1, 1] - S[1, 0] ** 2 / S[0, 0]).log()).reshape(1),
+            }  # fmt: skip
+
+    def sample(self, n: int, seed: int = 1) -> Tensor:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            z1 = torch.randn(n, 1, generator=g, dtype=DTYPE)
+            z2 = self.a * z1 + self.t * torch.randn(n, 1, generator=g, dtype=DTYPE)
+            return z2 * self.w + self.b + self.s * torch.randn(n, self.D, generator=g, dtype=DTYPE)
+
+
+class ChainGuide(nn.Module):
+    """q(z1 | x) = N(x u1 + e1, exp(ls1)^2), q(z2 | z1, x) = N(x u2 + e2 + k z1, exp(ls2)^2)."""
+
+    def __init__(self, model: ChainModel, perturb: float = 0.0, seed: int = 4) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        for name, value in model.exact_guide().items():
+            noise = perturb * torch.randn(value.shape, generator=g, dtype=DTYPE)
+            setattr(self, name, nn.Parameter(value + noise))
+
+    def forward(self, x: Tensor, num_data: int | None = None) -> None:
+        with data_plate(x.shape[0], num_data):
+            loc1 = (x @ self.u1).unsqueeze(-1) + self.e1
+            z1 = pyro.sample("z1", dist.Normal(loc1, self.ls1.exp()).to_event(1))
+            loc2 = (x @ self.u2).unsqueeze(-1) + self.e2 + self.k * z1
+            pyro.sample("z2", dist.Normal(loc2, self.ls2.exp()).to_event(1))
+
+
+def chain(perturb: float = 0.0):
+    model = ChainModel()
+    return model, ChainGuide(model, perturb)

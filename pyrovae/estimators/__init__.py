@@ -8,8 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import analytic_elbo, elbo, iwae  # noqa: F401 - each import registers its estimator
-from .base import REGISTRY, Estimator, scaled_sum
+import pyro.infer
+
+from ..errors import ConfigError
+from . import (  # noqa: F401 - each import registers its estimator
+    analytic_elbo,
+    ciwae,
+    dreg,
+    elbo,
+    iwae,
+    miwae,
+    piwae,
+    renyi,
+    rws,
+    stl,
+)
+from .base import REGISTRY, Estimator, path_surrogate, scaled_sum
 from .weights import LogWeights, log_weights, logmeanexp
 
 __all__ = [
@@ -20,13 +34,39 @@ __all__ = [
     "make",
     "names",
     "options",
+    "path_surrogate",
     "scaled_sum",
 ]
 
 
-def make(name: str, **options: Any) -> Estimator:
-    """The estimator registered as ``name``, e.g. ``make("iwae", num_particles=5)``."""
+PYRO_PREFIX = "pyro."
+
+
+def make(name: str, **options: Any) -> pyro.infer.ELBO:
+    """The estimator registered as ``name``, e.g. ``make("iwae", num_particles=5)``.
+
+    ``"pyro.<Class>"`` builds one of Pyro's own ELBOs instead (``"pyro.Trace_ELBO"``,
+    ``"pyro.TraceMeanField_ELBO"``, ``"pyro.RenyiELBO"``, ...), with vectorized particles and
+    the data plate as the only plate; training and evaluation accept any ``pyro.infer.ELBO``.
+    Pyro's ``RenyiELBO`` is not a bound under subsampling (the N / B scale lands inside its
+    logsumexp) and has no ``differentiable_loss``; pyrovae's ``renyi`` is both.
+    """
+    if name.startswith(PYRO_PREFIX):
+        return _make_pyro(name[len(PYRO_PREFIX) :], options)
     return REGISTRY.make(name, **options)
+
+
+def _make_pyro(cls_name: str, options: dict[str, Any]) -> pyro.infer.ELBO:
+    cls = getattr(pyro.infer, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, pyro.infer.ELBO)):
+        valid = sorted(n for n in dir(pyro.infer) if isinstance(getattr(pyro.infer, n), type)
+                       and issubclass(getattr(pyro.infer, n), pyro.infer.ELBO))  # fmt: skip
+        raise ConfigError(f"pyro.infer has no ELBO {cls_name!r}; valid: {', '.join(valid)}")
+    options = {"vectorize_particles": True, "max_plate_nesting": 1, **options}
+    try:
+        return cls(**options)
+    except TypeError as e:
+        raise ConfigError(f"pyro.infer.{cls_name}: {e}") from e
 
 
 def names() -> list[str]:

@@ -12,7 +12,10 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..registry import Registry
+from . import direct
 from .weights import LogWeights, guess_max_plate_nesting, log_weights
+
+WARMUP_UNITS = ("steps", "epochs")
 
 
 def scaled_sum(per_point: Tensor, scale: float | Tensor) -> Tensor:
@@ -43,7 +46,12 @@ class Estimator(ELBO):
         max_plate_nesting: plates the model nests (the data plate counts one); found by one
             RNG-neutral run of model and guide when None, unless they declare it.
         kl_weight: beta in lw = log p(x | z) + beta (log p(z) - log q(z | x)) for the gradient
-            (beta-VAE weighting); the reported bound always uses beta = 1.
+            (beta-VAE weighting); the reported bound always uses beta = 1, and the scaled
+            objective of the last step is kept in ``last_objective`` for logging.
+        kl_warmup, kl_warmup_unit, kl_warmup_start: KL warm-up: beta rises linearly from
+            ``kl_warmup_start`` to ``kl_weight`` over ``kl_warmup`` "steps" or "epochs".
+        fast_path: compute pyrovae's own VAE's log weights directly, without tracing
+            (:mod:`pyrovae.estimators.direct`; the same numbers); False always traces.
     """
 
     name: ClassVar[str]
@@ -57,26 +65,40 @@ class Estimator(ELBO):
         num_particles: int = 1,
         max_plate_nesting: int | None = None,
         kl_weight: float = 1.0,
+        kl_warmup: int = 0,
+        kl_warmup_unit: str = "steps",
+        kl_warmup_start: float = 0.0,
+        fast_path: bool = True,
     ) -> None:
         if not isinstance(num_particles, int) or isinstance(num_particles, bool) or num_particles < 1:
             raise ConfigError(f"num_particles must be an integer >= 1, got {num_particles!r}")
-        if max_plate_nesting is not None and (
-            not isinstance(max_plate_nesting, int) or max_plate_nesting < 1
-        ):
-            raise ConfigError(
-                f"max_plate_nesting must be an integer >= 1 (the data plate), got {max_plate_nesting!r}"
-            )
-        if not float(kl_weight) >= 0:
-            raise ConfigError(f"kl_weight must be >= 0, got {kl_weight!r}")
+        if max_plate_nesting is not None and (not isinstance(max_plate_nesting, int) or max_plate_nesting < 1):
+            raise ConfigError(f"max_plate_nesting must be an integer >= 1 (the data plate), got {max_plate_nesting!r}")
+        if not float(kl_weight) >= 0 or not float(kl_warmup_start) >= 0:
+            raise ConfigError(f"kl_weight and kl_warmup_start must be >= 0, got {kl_weight!r}, {kl_warmup_start!r}")
+        if not isinstance(kl_warmup, int) or kl_warmup < 0:
+            raise ConfigError(f"kl_warmup must be an integer >= 0, got {kl_warmup!r}")
+        if kl_warmup_unit not in WARMUP_UNITS:
+            raise ConfigError(f"unknown kl_warmup_unit {kl_warmup_unit!r}; valid: {', '.join(WARMUP_UNITS)}")
         super().__init__(num_particles=num_particles)
         self.max_plate_nesting = max_plate_nesting
         self.kl_weight = float(kl_weight)
+        self.kl_warmup, self.kl_warmup_unit = kl_warmup, kl_warmup_unit
+        self.kl_warmup_start = float(kl_warmup_start)
+        self.num_steps = 0  # gradient steps taken (differentiable_loss calls); the trainer sets it on resume
+        self.epoch = 0  # completed epochs, set by the trainer (or you) for an epoch schedule
+        self.last_objective: Tensor | None = None
+        self.fast_path = bool(fast_path)
         self._nesting: dict[tuple[int, int], int] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_particles={self.num_particles})"
 
     # -- shared machinery ---------------------------------------------------------------------
+    def uses_fast_path(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> bool:
+        """Whether ``log_weights`` skips tracing for this model and guide (pyrovae's VAE)."""
+        return self.fast_path and direct.applies(model, guide, args, kwargs)
+
     def plate_nesting(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> int:
         if self.max_plate_nesting is not None:
             return self.max_plate_nesting
@@ -96,9 +118,17 @@ class Estimator(ELBO):
         for_gradient: bool = True,
     ) -> LogWeights:
         """Draw the particles; ``for_gradient`` adds the stop-gradient machinery it needs."""
+        if self.uses_fast_path(model, guide, args, kwargs):
+            return direct.log_weights(
+                model, guide, *args, **kwargs,
+                num_particles=num_particles or self.num_draws,
+                detach_latents=self.detach_latents,
+                stop_guide=for_gradient and self.needs_stop_guide,
+                grad_scale_latents=for_gradient and self.needs_grad_scale,
+            )  # fmt: skip
         w = log_weights(
             model, guide, args, kwargs,
-            num_particles=num_particles or self.num_particles,
+            num_particles=num_particles or self.num_draws,
             max_plate_nesting=self.plate_nesting(model, guide, args, kwargs),
             detach_latents=self.detach_latents,
             stop_guide=for_gradient and self.needs_stop_guide,
@@ -124,7 +154,23 @@ class Estimator(ELBO):
         return None
 
     def current_kl_weight(self) -> float:
-        return self.kl_weight
+        """beta now: linear from ``kl_warmup_start`` to ``kl_weight`` over ``kl_warmup`` steps or
+        epochs (``kl_warmup_unit``), then constant (Bowman et al. 2016; Sonderby et al. 2016)."""
+        if self.kl_warmup == 0:
+            return self.kl_weight
+        t = self.num_steps if self.kl_warmup_unit == "steps" else self.epoch
+        frac = min(1.0, t / self.kl_warmup)
+        return self.kl_warmup_start + frac * (self.kl_weight - self.kl_warmup_start)
+
+    @property
+    def reports_bound(self) -> bool:
+        """Whether the value reported is a lower bound on log p(x) (Renyi with alpha < 0 is not)."""
+        return True
+
+    @property
+    def num_draws(self) -> int:
+        """Particles drawn per data point (M * K for the multi-sample estimators)."""
+        return self.num_particles
 
     # -- pyro.infer.ELBO interface ------------------------------------------------------------
     def bound(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
@@ -143,8 +189,13 @@ class Estimator(ELBO):
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
         w = self.log_weights(model, guide, args, kwargs)
         kl_weight = self.current_kl_weight()
+        self.num_steps += 1
         bound = self._bound(w)
         surrogate = self._surrogate(w, kl_weight)
+        if self.kl_weight != 1.0 or self.kl_warmup > 0:  # the scaled objective, for logging
+            with torch.no_grad():
+                scaled = bound if kl_weight == 1.0 else self._bound(w, kl_weight)
+                self.last_objective = scaled_sum(scaled.detach(), w.scale)
         if surrogate is None:
             if kl_weight == 1.0:
                 return -scaled_sum(bound, w.scale)
@@ -158,6 +209,27 @@ class Estimator(ELBO):
         value = loss.item()
         warn_if_nan(value, "loss")
         return value
+
+
+def path_surrogate(
+    w: LogWeights, a: Tensor, b: Tensor, kl_weight: float, *, c: Tensor | None = None, stop_q: bool
+) -> Tensor:
+    """The surrogate most path-derivative estimators share, per data point ``[B]``:
+
+        S = sum_k stop(a_k) [log p(x | z_k) + beta log p(z_k)] - beta sum_k stop(b_k) log q(z_k | x)
+
+    with the model's view of z_k carrying the gradient factor ``c_k`` (needs log weights built
+    with ``grad_scale_latents``) and log q taken with stopped guide parameters when ``stop_q``.
+    Then theta gets sum_k a_k grad_theta log p(x, z_k), and phi gets
+    sum_k a_k c_k (d log p / dz_k)(dz_k / dphi) - beta sum_k b_k grad_phi log q(z_k | x) (the path
+    part only when ``stop_q``). DReG, sticking the landing, RWS with DReG wake-phi and PIWAE are
+    choices of (a, b, c).
+    """
+    if c is not None:
+        w.scale_latent_grads(c)
+    log_q = w.log_q_stop() if stop_q else w.log_q
+    log_p = w.log_lik + kl_weight * w.log_prior if kl_weight != 1.0 else w.log_lik + w.log_prior
+    return (a.detach() * log_p).sum(0) - kl_weight * (b.detach() * log_q).sum(0)
 
 
 REGISTRY: Registry[Estimator] = Registry("estimator")

@@ -110,7 +110,9 @@ class LogWeights:
     Attributes (all ``[K, B]``): ``log_lik`` (observed model sites), ``log_prior`` (latent model
     sites), ``log_q`` (latent guide sites), and ``log_q_score`` (the guide sites that cannot be
     reparameterized, for score-function terms; None when every site is reparameterized).
-    ``scale`` is the mini-batch factor N / B (times any ``poutine.scale``).
+    ``scale`` is the mini-batch factor N / B (times any ``poutine.scale``); ``latents`` the
+    sampled values by site name. Built by tracing (:func:`log_weights`) or, for pyrovae's own
+    VAE, directly (:mod:`pyrovae.estimators.direct`).
     """
 
     def __init__(
@@ -128,6 +130,8 @@ class LogWeights:
         log_q_stop_fn: Callable[[], Tensor] | None = None,
         grad_scale: dict[str, Any] | None = None,
         nesting: int = 1,
+        kl_fn: Callable[[], Tensor] | None = None,
+        latents: dict[str, Tensor] | None = None,
     ) -> None:
         self.log_lik, self.log_prior, self.log_q = log_lik, log_prior, log_q
         self.scale = scale
@@ -138,6 +142,8 @@ class LogWeights:
         self._log_q_stop_fn = log_q_stop_fn
         self._grad_scale = grad_scale
         self.nesting = nesting
+        self._kl_fn = kl_fn
+        self.latents = latents if latents is not None else {}
 
     @property
     def num_particles(self) -> int:
@@ -172,6 +178,8 @@ class LogWeights:
     def kl(self) -> Tensor:
         """KL(q(z | x) || p(z)) per particle and point, ``[K, B]``: closed form per site where
         torch knows it, the Monte Carlo term log q - log p elsewhere."""
+        if self._kl_fn is not None:
+            return self._kl_fn()
         assert self.guide_trace is not None and self.model_trace is not None
         total = torch.zeros_like(self.log_q)
         for name, lq in self.site_log_q.items():
@@ -224,9 +232,7 @@ def _latent_sites(guide_trace: Trace) -> dict[str, dict]:
     return latents
 
 
-def _values_for_model(
-    latents: dict[str, dict], detach: bool, grad_scale: dict[str, Any] | None, nesting: int
-) -> Trace:
+def _values_for_model(latents: dict[str, dict], detach: bool, grad_scale: dict[str, Any] | None, nesting: int) -> Trace:
     """A trace for ``poutine.replay`` holding the values the model sees."""
     trace = Trace()
     for name, site in latents.items():
@@ -346,6 +352,7 @@ def log_weights(
         site_log_q=site_log_q, site_log_p=site_log_p,
         guide_trace=guide_trace, model_trace=model_trace,
         log_q_stop_fn=log_q_stop_fn, grad_scale=grad_scale, nesting=nesting,
+        latents={name: site["value"] for name, site in latents.items()},
     )  # fmt: skip
 
 

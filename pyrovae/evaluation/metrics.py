@@ -48,6 +48,7 @@ def evaluate_model(
     num_samples: int = 5000,
     chunk_size: int = 250,
     elbo_particles: int = 100,
+    per_point: bool = False,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Average per-data-point metrics over ``batches`` (each passed as the first argument).
@@ -58,14 +59,19 @@ def evaluate_model(
     - ``iwae_bound``: IWAE(K) at K = ``num_particles`` (the training K).
     - ``log_likelihood``: the importance-sampled log p(x) at K = ``num_samples`` (0 skips it).
     - ``active_units`` (Burda et al. 2016) and ``seconds``.
-    All in nats per data point.
+    All in nats per data point. ``per_point=True`` adds ``points``: each data point's
+    ``elbo``, ``iwae_bound`` and ``log_likelihood`` as lists.
     """
     start = time.perf_counter()
     sums: dict[str, Tensor] = {}
     means, n, nesting = [], 0, None
 
+    points: dict[str, list[Tensor]] = {}
+
     def add(key: str, value: Tensor) -> None:
         sums[key] = sums.get(key, 0) + value.sum()
+        if per_point and key in ("elbo", "iwae_bound", "log_likelihood"):
+            points.setdefault(key, []).append(value.detach())
 
     with torch.no_grad():
         for x in batches:
@@ -95,5 +101,7 @@ def evaluate_model(
     if all(m is not None for m in means):
         out["active_units"] = active_units(torch.cat(means))
     out["num_points"] = n
+    if per_point:
+        out["points"] = {k: torch.cat(v).cpu().tolist() for k, v in points.items()}
     out["seconds"] = time.perf_counter() - start
     return out

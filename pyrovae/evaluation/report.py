@@ -10,7 +10,7 @@ from typing import Any
 import pyro
 import torch
 
-from .. import checkpoint
+from .. import checkpoint, estimators
 from ..config import Config
 from ..config import load as load_config
 from ..data import InMemoryData
@@ -34,11 +34,13 @@ def evaluate_loaded(
     ``reconstructions.png`` (inputs in odd columns, reconstructions right of them) to ``run_dir``.
     """
     k = cfg.eval_num_samples if num_samples is None else num_samples
+    est = estimators.make(cfg.estimator, num_particles=cfg.num_particles, **cfg.estimator_options)
+    iwae_k = getattr(est, "num_draws", cfg.num_particles)  # M * K for miwae and piwae
     vae.eval()
     with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
         result = evaluate_model(
             vae.model, vae.guide, dataset.test_batches(cfg.eval_batch_size),
-            num_particles=cfg.num_particles, num_samples=k, chunk_size=cfg.eval_chunk_size,
+            num_particles=iwae_k, num_samples=k, chunk_size=cfg.eval_chunk_size,
         )  # fmt: skip
     result = {"estimator": cfg.estimator, "likelihood": cfg.likelihood, **result}
     tmp = run_dir / (EVALUATION_FILE + ".tmp")
@@ -55,9 +57,7 @@ def evaluate_loaded(
     return result
 
 
-def evaluate_run(
-    run_dir: str | Path, num_samples: int | None = None, device: str | None = None
-) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, num_samples: int | None = None, device: str | None = None) -> dict[str, Any]:
     """Load a run directory's config and checkpoint and evaluate it (see :func:`evaluate_loaded`)."""
     from ..training import CHECKPOINT_FILE, CONFIG_FILE, build_vae, load_images, resolve_device
 

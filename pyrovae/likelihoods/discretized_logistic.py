@@ -41,9 +41,7 @@ class DiscretizedLogistic(dist.TorchDistribution):
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     has_rsample = False
 
-    def __init__(
-        self, loc: Tensor, scale: Tensor, num_bins: int = 256, validate_args: bool | None = None
-    ) -> None:
+    def __init__(self, loc: Tensor, scale: Tensor, num_bins: int = 256, validate_args: bool | None = None) -> None:
         self.loc, self.scale = torch.broadcast_tensors(loc, scale)
         self.num_bins = int(num_bins)
         super().__init__(self.loc.shape, torch.Size(), validate_args=validate_args)
@@ -123,7 +121,5 @@ class DiscretizedLogisticLikelihood(Likelihood):
 
     def support_error(self, x: Tensor) -> str | None:
         if (x < 0).any() or (x > self.num_bins - 1).any() or (x != x.round()).any():
-            return (
-                f"needs integer levels 0..{self.num_bins - 1} (8-bit pixels), got values in {value_range(x)}"
-            )
+            return f"needs integer levels 0..{self.num_bins - 1} (8-bit pixels), got values in {value_range(x)}"
         return None

@@ -26,24 +26,18 @@ class Scale(nn.Module):
     started at ``init_scale``; the floor keeps densities bounded on constant pixels.
     """
 
-    def __init__(
-        self, x_dim: int, scale: float | str, init_scale: float = 1.0, min_scale: float = 1e-3
-    ) -> None:
+    def __init__(self, x_dim: int, scale: float | str, init_scale: float = 1.0, min_scale: float = 1e-3) -> None:
         super().__init__()
         if isinstance(scale, str):
             if scale not in SCALE_MODES:
-                raise ConfigError(
-                    f"scale must be a positive number or one of {', '.join(SCALE_MODES)}; got {scale!r}"
-                )
+                raise ConfigError(f"scale must be a positive number or one of {', '.join(SCALE_MODES)}; got {scale!r}")
             self.mode = scale
         else:
             if not float(scale) > 0:
                 raise ConfigError(f"a fixed scale must be positive, got {scale!r}")
             self.mode = "fixed"
         if not (init_scale > min_scale >= 0):
-            raise ConfigError(
-                f"need init_scale > min_scale >= 0, got init_scale={init_scale}, min_scale={min_scale}"
-            )
+            raise ConfigError(f"need init_scale > min_scale >= 0, got init_scale={init_scale}, min_scale={min_scale}")
         self.min_scale = float(min_scale)
         raw0 = _inv_softplus(init_scale - min_scale)
         if self.mode == "fixed":

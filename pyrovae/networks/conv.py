@@ -13,8 +13,7 @@ from .mlp import GaussianHead, activation
 def _check_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
     if len(image_shape) != 3 or image_shape[1] % 4 or image_shape[2] % 4:
         raise ConfigError(
-            f"the conv nets need an image shape (C, H, W) with H and W divisible by 4, "
-            f"got {tuple(image_shape)}"
+            f"the conv nets need an image shape (C, H, W) with H and W divisible by 4, got {tuple(image_shape)}"
         )
     c, h, w = image_shape
     return int(c), int(h), int(w)

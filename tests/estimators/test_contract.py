@@ -83,9 +83,7 @@ def test_svi_with_the_global_param_store(name):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(x @ A.T, sd).to_event(1))
 
-    svi = pyro.infer.SVI(
-        model, guide, pyro.optim.Adam({"lr": 0.05}), loss=estimators.make(name, num_particles=4)
-    )
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), loss=estimators.make(name, num_particles=4))
     losses = [svi.step(x) for _ in range(150)]
     assert all(isinstance(v, float) for v in losses)
     assert sum(losses[-10:]) < sum(losses[:10])

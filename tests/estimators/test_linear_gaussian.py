@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from models import linear_gaussian
+from scipy.special import logsumexp
 
 from pyrovae import estimators
 
@@ -12,40 +13,63 @@ from .hand import elbo, iwae, kl_to_prior, log_lik, log_weights
 N = 50  # data set size: a batch of B = 4 is scaled by N / B = 12.5
 
 
-def hand_bound(name, est, model, guide, x, z):
+def renyi(alpha):
+    def bound(lw):
+        r = 1 - alpha
+        return (logsumexp(r * lw, axis=0) - np.log(lw.shape[0])) / r
+
+    return bound
+
+
+def miwae(m):
+    return lambda lw: iwae(lw.reshape(m, -1, lw.shape[-1]).transpose(1, 0, 2)).mean(0)
+
+
+# case -> (estimator name, options, the bound by hand from the log weights [M*K, B])
+CASES = {
+    "elbo": ("elbo", {}, elbo),
+    "iwae": ("iwae", {}, iwae),
+    "analytic_elbo": ("analytic_elbo", {}, None),  # needs the KL: see hand_bound
+    "stl": ("stl", {}, elbo),
+    "stl[iwae]": ("stl", {"iwae": True}, iwae),
+    "dreg": ("dreg", {}, iwae),
+    "rws": ("rws", {}, iwae),
+    "rws[dreg+sleep]": ("rws", {"wake_phi": "dreg", "sleep_phi": True}, iwae),
+    "renyi[0.5]": ("renyi", {"alpha": 0.5}, renyi(0.5)),
+    "renyi[-1]": ("renyi", {"alpha": -1.0}, renyi(-1.0)),
+    "miwae[3]": ("miwae", {"num_groups": 3}, miwae(3)),
+    "piwae[2]": ("piwae", {"num_groups": 2}, iwae),
+    "ciwae[0.3]": ("ciwae", {"beta": 0.3}, lambda lw: 0.3 * elbo(lw) + 0.7 * iwae(lw)),
+}
+
+
+def make(case, k):
+    name, options, _ = CASES[case]
+    return estimators.make(name, num_particles=k, **options)
+
+
+def hand_bound(case, model, guide, x, z):
     """The estimator's per-point bound computed by hand from the same particles z."""
-    lw = log_weights(model, guide, x, z)
-    if name == "analytic_elbo":
+    if case == "analytic_elbo":
         return log_lik(model, x, z).mean(0) - kl_to_prior(guide, x)
-    if name == "elbo":
-        return elbo(lw)
-    if name == "iwae":
-        return iwae(lw)
-    raise KeyError(name)
-
-
-HAND = ["elbo", "analytic_elbo", "iwae"]
+    return CASES[case][2](log_weights(model, guide, x, z))
 
 
 def test_every_estimator_has_a_hand_computation():
-    missing = [n for n in estimators.names() if n not in HAND and n not in EXTRA_HAND]
-    assert not missing, f"add a hand computation for {missing}"
-
-
-EXTRA_HAND: list[str] = []
+    assert {c[0] for c in CASES.values()} == set(estimators.names())
 
 
 # Estimators whose every draw is exact at the posterior (all log weights equal log p(x)).
 # analytic_elbo is exact only in expectation: its log p(x | z_k) - KL varies with z_k.
-EXACT_EACH_DRAW = [n for n in HAND if n != "analytic_elbo"]
+EXACT_EACH_DRAW = [c for c in CASES if c != "analytic_elbo"]
 
 
-@pytest.mark.parametrize("name", EXACT_EACH_DRAW)
+@pytest.mark.parametrize("case", EXACT_EACH_DRAW)
 @pytest.mark.parametrize("k", [1, 6])
-def test_exact_at_the_posterior(name, k):
+def test_exact_at_the_posterior(case, k):
     model, guide = linear_gaussian()
     x = model.sample(4)
-    est = estimators.make(name, num_particles=k)
+    est = make(case, k)
     exact = model.log_px(x)
     # every log weight equals log p(x), so every bound is exact on every draw
     assert est.loss(model, guide, x) == pytest.approx(-exact.sum().item(), abs=1e-9)
@@ -53,12 +77,12 @@ def test_exact_at_the_posterior(name, k):
     assert torch.allclose(est.bound(model, guide, x), exact, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", HAND)
+@pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("k", [1, 5])
-def test_bound_equals_hand_computation_on_the_same_particles(name, k):
+def test_bound_equals_hand_computation_on_the_same_particles(case, k):
     model, guide = linear_gaussian(perturb=0.3)
     x = model.sample(4)
-    est = estimators.make(name, num_particles=k)
+    est = make(case, k)
     torch.manual_seed(7)
     loss = est.loss(model, guide, x, num_data=N)
     torch.manual_seed(7)
@@ -66,8 +90,8 @@ def test_bound_equals_hand_computation_on_the_same_particles(name, k):
     torch.manual_seed(7)
     w = est.log_weights(model, guide, (x,), {"num_data": N}, for_gradient=False)
     z = w.guide_trace.nodes["z"]["value"]
-    assert z.shape == (k, 4, 2)
-    expected = -N / 4 * hand_bound(name, est, model, guide, x, z).sum()
+    assert z.shape == (est.num_draws, 4, 2)
+    expected = -N / 4 * hand_bound(case, model, guide, x, z).sum()
     assert loss == pytest.approx(expected, rel=1e-10)
     assert dloss.item() == pytest.approx(expected, rel=1e-10)
     assert dloss.requires_grad
@@ -119,29 +143,47 @@ def test_analytic_elbo_is_exact_in_expectation_at_the_posterior():
     assert abs(a.mean() - model.log_px(x1).item()) < 4 * a.std() / np.sqrt(len(a))
 
 
-def torch_hand_bound(name, model, guide, x, eps):
+def torch_hand_bound(case, model, guide, x, eps):
     """The bound as a torch function of every parameter, at fixed noise eps [K, B, d]."""
     loc, sd = (x - guide.c) @ guide.A.T, guide.log_sd.exp()
     z = loc + sd * eps
     Normal = torch.distributions.Normal
     log_lik = Normal(z @ model.W.T + model.b, model.s).log_prob(x).sum(-1)
     lw = log_lik + Normal(0.0, 1.0).log_prob(z).sum(-1) - Normal(loc, sd).log_prob(z).sum(-1)
-    if name == "elbo":
-        return lw.mean(0)
-    if name == "iwae":
-        return torch.logsumexp(lw, 0) - np.log(lw.shape[0])
-    if name == "analytic_elbo":
+    if case == "analytic_elbo":
         log_s2 = 2 * guide.log_sd
         return log_lik.mean(0) - 0.5 * (log_s2.exp() - 1 - log_s2 + loc**2).sum(-1)
-    raise KeyError(name)
+    return _torch_bound(case, lw)
 
 
-@pytest.mark.parametrize("name", HAND)
-def test_gradient_equals_the_hand_gradient_at_the_same_noise(name):
+def _torch_bound(case, lw):
+    def lme(t, dim=0):
+        return torch.logsumexp(t, dim) - np.log(t.shape[dim])
+
+    if case == "elbo":
+        return lw.mean(0)
+    if case == "iwae":
+        return lme(lw)
+    if case.startswith("renyi"):
+        r = 1 - CASES[case][1]["alpha"]
+        return lme(r * lw) / r
+    if case == "miwae[3]":
+        return lme(lw.reshape(3, -1, lw.shape[-1]), 1).mean(0)
+    if case == "ciwae[0.3]":
+        return 0.3 * lw.mean(0) + 0.7 * lme(lw)
+    raise KeyError(case)
+
+
+# Estimators whose gradient is the reparameterized gradient of their own bound.
+REPARAM = ["elbo", "iwae", "analytic_elbo", "renyi[0.5]", "renyi[-1]", "miwae[3]", "ciwae[0.3]"]
+
+
+@pytest.mark.parametrize("case", REPARAM)
+def test_gradient_equals_the_hand_gradient_at_the_same_noise(case):
     model, guide = linear_gaussian(perturb=0.3)
     x = model.sample(4)
     params = [model.W, model.b, guide.A, guide.c, guide.log_sd]
-    est = estimators.make(name, num_particles=3)
+    est = make(case, 3)
     torch.manual_seed(7)
     grads = torch.autograd.grad(est.differentiable_loss(model, guide, x, num_data=N), params)
     torch.manual_seed(7)
@@ -149,6 +191,6 @@ def test_gradient_equals_the_hand_gradient_at_the_same_noise(name):
     z = w.guide_trace.nodes["z"]["value"]
     with torch.no_grad():
         eps = (z - (x - guide.c) @ guide.A.T) / guide.log_sd.exp()
-    hand = -N / 4 * torch_hand_bound(name, model, guide, x, eps).sum()
+    hand = -N / 4 * torch_hand_bound(case, model, guide, x, eps).sum()
     for g, h in zip(grads, torch.autograd.grad(hand, params), strict=True):
         assert torch.allclose(g, h, rtol=1e-9, atol=1e-10)

@@ -71,6 +71,6 @@ def test_decoder_of_the_sampled_code():
     torch.manual_seed(5)
     loss = est.loss(vae.model, vae.guide, x)
     torch.manual_seed(5)
-    z = est.log_weights(vae.model, vae.guide, (x,), {}, for_gradient=False).guide_trace.nodes["z"]["value"]
+    z = est.log_weights(vae.model, vae.guide, (x,), {}, for_gradient=False).latents["z"]
     expected = seed_formula(mu, log_s2, x, decoder(z[0]).detach(), s)
     assert loss == pytest.approx(expected.item(), rel=1e-6)

@@ -1,0 +1,178 @@
+"""A comparison grid: estimators x K x likelihoods x seeds, one budget and one config for all."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import estimators, likelihoods
+from ..config import FIELDS, from_dict, parse_value, to_toml
+from ..config import tomllib as _toml
+from ..errors import ConfigError
+
+BUDGETS = {"epochs": "epochs", "steps": "max_steps", "seconds": "max_seconds"}
+UNLIMITED_EPOCHS = 1_000_000  # with a steps or seconds budget the budget ends training
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """An estimator with its K and options, written ``name[:K[:key=value,...]]``."""
+
+    name: str
+    num_particles: int = 1
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str | dict[str, Any]) -> EstimatorSpec:
+        if isinstance(spec, dict):
+            spec = dict(spec)
+            name = spec.pop("name", None)
+            if not isinstance(name, str):
+                raise ConfigError(f"an estimator table needs a name, got {spec!r}")
+            k = spec.pop("num_particles", 1)
+            return cls(name, int(k), tuple(sorted(spec.items()))).validate()
+        parts = spec.split(":")
+        if len(parts) > 3 or not parts[0]:
+            raise ConfigError(f"estimator spec {spec!r}: write name, name:K or name:K:key=value,...")
+        try:
+            k = int(parts[1]) if len(parts) > 1 and parts[1] else 1
+        except ValueError as e:
+            raise ConfigError(f"estimator spec {spec!r}: K must be an integer") from e
+        options = {}
+        for item in filter(None, (parts[2].split(",") if len(parts) > 2 else [])):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"estimator spec {spec!r}: options are key=value, got {item!r}")
+            options[key.strip()] = parse_value(value.strip())
+        return cls(parts[0], k, tuple(sorted(options.items()))).validate()
+
+    def validate(self) -> EstimatorSpec:
+        estimators.make(self.name, num_particles=self.num_particles, **dict(self.options))
+        return self
+
+    @property
+    def label(self) -> str:
+        """How tables name it: ``iwae K=5``, ``renyi K=5 alpha=0.5``."""
+        extra = "".join(f" {k}={v}" for k, v in self.options)
+        return f"{self.name} K={self.num_particles}{extra}"
+
+    @property
+    def slug(self) -> str:
+        extra = "".join(f"_{k}{v}" for k, v in self.options)
+        return re.sub(r"[^A-Za-z0-9_.-]", "", f"{self.name}_K{self.num_particles}{extra}")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid: an estimator spec, a likelihood and a seed."""
+
+    estimator: EstimatorSpec
+    likelihood: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.estimator.slug}-{self.likelihood}-seed{self.seed}"
+
+
+@dataclass
+class GridSpec:
+    """What to compare and how. Every cell shares ``base`` (any ``pyrovae train`` config key),
+    the data, the optimizer and the ``budget``: one of ``{"epochs": N}``, ``{"steps": N}`` (gradient
+    steps) or ``{"seconds": S}`` (training wall-clock time)."""
+
+    estimators: list[Any] = field(default_factory=lambda: ["elbo", "iwae:5", "iwae:50", "dreg:5", "dreg:50", "stl"])
+    likelihoods: list[str] = field(default_factory=lambda: ["bernoulli"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    budget: dict[str, float] = field(default_factory=lambda: {"epochs": 30})
+    base: dict[str, Any] = field(default_factory=dict)
+    eval_num_samples: int = 5000  # K of the test IS log-likelihood
+    psis_samples: int = 1000  # K of the PSIS k-hat and importance ESS (>= 100)
+    psis_points: int = 500  # test points they cover
+    snr_draws: int = 200  # R, gradient draws for the SNR of each cell
+    snr_batch: int = 32  # training points in the SNR's fixed batch
+    snr_epochs: list[int] = field(default_factory=list)  # epochs to measure SNR at, besides the end
+    gap_points: int = 100  # test points whose q is refined for the amortization gap
+    gap_steps: int = 300
+    workers: int = 1  # cells run in this many processes at once
+
+    def __post_init__(self) -> None:
+        self.specs = [EstimatorSpec.parse(e) for e in self.estimators]
+        for name in self.likelihoods:
+            likelihoods.make(name, x_dim=1)
+        if len(self.budget) != 1 or next(iter(self.budget)) not in BUDGETS:
+            raise ConfigError(
+                f"budget needs exactly one of {', '.join(BUDGETS)} (e.g. {{epochs = 30}}), got {self.budget}"
+            )
+        if next(iter(self.budget.values())) <= 0:
+            raise ConfigError(f"the budget must be positive, got {self.budget}")
+        clash = sorted(set(self.base) & {"estimator", "num_particles", "estimator_options", "likelihood",
+                                         "seed", "epochs", "max_steps", "max_seconds"})  # fmt: skip
+        if clash:
+            raise ConfigError(f"base may not set {', '.join(clash)}: the grid and the budget set them")
+        from_dict(self.base).validate()
+        if self.psis_samples < 100:
+            raise ConfigError(f"psis_samples must be >= 100, got {self.psis_samples}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if len({c.id for c in self.cells()}) != len(self.cells()):
+            raise ConfigError("two cells of the grid are the same; list each estimator spec once")
+
+    def cells(self) -> list[Cell]:
+        return [Cell(e, lik, seed) for e in self.specs for lik in self.likelihoods for seed in self.seeds]
+
+    def cell_config(self, cell: Cell) -> dict[str, Any]:
+        """The full ``pyrovae train`` config of a cell."""
+        unit, amount = next(iter(self.budget.items()))
+        cfg = {**self.base, "estimator": cell.estimator.name,
+               "num_particles": cell.estimator.num_particles,
+               "estimator_options": dict(cell.estimator.options),
+               "likelihood": cell.likelihood, "seed": cell.seed, "eval_num_samples": 0}  # fmt: skip
+        if unit == "epochs":
+            cfg["epochs"] = int(amount)
+        else:
+            cfg["epochs"] = UNLIMITED_EPOCHS
+            cfg[BUDGETS[unit]] = int(amount) if unit == "steps" else float(amount)
+        return from_dict(cfg).validate().to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_toml(self) -> str:
+        """The exact specification, as TOML that ``GridSpec.load`` reads back."""
+        top = {k: v for k, v in self.to_dict().items() if k not in ("budget", "base")}
+        lines = to_toml_dict(top)
+        lines += "\n[budget]\n" + to_toml_dict(self.budget)
+        lines += "\n[base]\n" + to_toml(from_dict(self.base)) if self.base else ""
+        return lines
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> GridSpec:
+        try:
+            values = _toml.loads(Path(path).read_text())
+        except FileNotFoundError as e:
+            raise ConfigError(f"comparison file {path} does not exist") from e
+        except _toml.TOMLDecodeError as e:
+            raise ConfigError(f"comparison file {path} is not valid TOML: {e}") from e
+        return cls.from_dict({**values, **(overrides or {})})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GridSpec:
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            hint = [k for k in unknown if k in FIELDS]
+            more = f" ({', '.join(hint)}: put run settings under [base])" if hint else ""
+            raise ConfigError(
+                f"unknown comparison key {', '.join(map(repr, unknown))}{more}; valid keys: {', '.join(valid)}"
+            )
+        return cls(**values)
+
+
+def to_toml_dict(values: dict[str, Any]) -> str:
+    from ..config import _toml_value
+
+    return "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())

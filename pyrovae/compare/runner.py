@@ -1,0 +1,108 @@
+"""Running a comparison grid: resumable, cells in parallel processes, a report at the end."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from .cell import RESULT_FILE, run_cell
+from .grid import Cell, GridSpec
+from .report import write_report
+
+SPEC_FILE = "comparison.toml"
+
+
+def _settings(spec: GridSpec, cell: Cell) -> dict[str, Any]:
+    keys = ("eval_num_samples", "psis_samples", "psis_points", "snr_draws", "snr_batch", "snr_epochs",
+            "gap_points", "gap_steps")  # fmt: skip
+    return {**{k: getattr(spec, k) for k in keys},
+            "cell": {"id": cell.id, "estimator": cell.estimator.name, "label": cell.estimator.label,
+                     "num_particles": cell.estimator.num_particles, "options": dict(cell.estimator.options),
+                     "likelihood": cell.likelihood, "seed": cell.seed}}  # fmt: skip
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _run(cell_dir: str, config: dict[str, Any], settings: dict[str, Any]) -> str:
+    run_cell(cell_dir, config, settings)
+    return settings["cell"]["id"]
+
+
+def _devices(n: int) -> list[str | None]:
+    if torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        return [f"cuda:{i % torch.cuda.device_count()}" for i in range(n)]
+    return [None] * n
+
+
+def compare(
+    spec: GridSpec | dict[str, Any],
+    out: str | Path,
+    *,
+    on_cell: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every cell of ``spec`` not yet done in ``out``, then write the report.
+
+    ``out/comparison.toml`` holds the exact specification; ``out/cells/<id>/`` each cell's run
+    directory, sample grid and ``result.json``. A cell counts as done only once its
+    ``result.json`` is written (atomically, last); a cell left half-done by an interruption is
+    removed and run again, so re-running the same command finishes an interrupted comparison.
+    With ``workers > 1`` cells run in that many processes at once (threads split between them;
+    with several GPUs, cells go round-robin over them).
+    """
+    spec = spec if isinstance(spec, GridSpec) else GridSpec.from_dict(spec)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec_text = spec.to_toml()
+    saved = out / SPEC_FILE
+    if saved.exists() and saved.read_text() != spec_text:
+        raise ConfigError(f"{out} holds a different comparison ({saved}); use another --out or the same specification")
+    saved.write_text(spec_text)
+
+    cells = spec.cells()
+    todo = []
+    for cell in cells:
+        cell_dir = out / "cells" / cell.id
+        if (cell_dir / RESULT_FILE).exists():
+            continue
+        if cell_dir.exists():  # an interrupted cell: start it again from nothing
+            shutil.rmtree(cell_dir)
+        cell_dir.mkdir(parents=True)
+        todo.append(cell)
+
+    devices = _devices(len(todo))
+    jobs = []
+    for cell, device in zip(todo, devices, strict=True):
+        config = spec.cell_config(cell)
+        if device is not None:
+            config["device"] = device
+        jobs.append((str(out / "cells" / cell.id), config, _settings(spec, cell)))
+
+    if spec.workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            _run(*job)
+            if on_cell is not None:
+                on_cell(job[2]["cell"]["id"])
+    else:
+        threads = max(1, (os.cpu_count() or 1) // spec.workers)
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(spec.workers, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(threads,)) as pool:  # fmt: skip
+            futures = [pool.submit(_run, *job) for job in jobs]
+            for f in as_completed(futures):
+                cell_id = f.result()
+                if on_cell is not None:
+                    on_cell(cell_id)
+
+    results = [json.loads((out / "cells" / c.id / RESULT_FILE).read_text()) for c in cells]
+    return write_report(out, spec, results)
