@@ -32,7 +32,11 @@ def register_module(name: str, module: nn.Module) -> None:
     if pyro.settings.get("module_local_params"):
         return
     for pname, p in module.named_parameters():
+        if not p.requires_grad:  # frozen, as pyro.module leaves it
+            continue
         full = param_with_module_name(name, pname)
+        if not p.is_contiguous():  # the store would keep (and train) a contiguous copy instead
+            p.data = p.data.contiguous()
         if pyro.param(full, p) is not p:
             raise ModelStructureError(
                 f"Pyro's param store holds another tensor under {full!r}: two modules share "

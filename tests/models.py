@@ -168,3 +168,61 @@ class ChainGuide(nn.Module):
 def chain(perturb: float = 0.0):
     model = ChainModel()
     return model, ChainGuide(model, perturb)
+
+
+# -- the same linear-Gaussian model as a pyrovae VAE, so the fast path is checked on it too ---------
+from pyrovae.vae import VAE, VAEGuide, VAEModel  # noqa: E402
+
+
+class LinearEncoder(nn.Module):
+    def __init__(self, A: Tensor, c: Tensor, log_sd: Tensor) -> None:
+        super().__init__()
+        self.A, self.c, self.log_sd = nn.Parameter(A), nn.Parameter(c), nn.Parameter(log_sd)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        loc = (x - self.c) @ self.A.T
+        return loc, self.log_sd.exp().expand_as(loc)
+
+
+class LinearDecoder(nn.Module):
+    def __init__(self, W: Tensor, b: Tensor) -> None:
+        super().__init__()
+        self.W, self.b = nn.Parameter(W), nn.Parameter(b)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return z @ self.W.T + self.b
+
+
+class LinearGaussianVAEModel(VAEModel):
+    """pyrovae's VAEModel with a linear decoder and a fixed-scale Gaussian likelihood, with the
+    exact answers of :class:`LinearGaussianModel`."""
+
+    W = property(lambda self: self.decoder.W)
+    b = property(lambda self: self.decoder.b)
+    s = property(lambda self: self.likelihood.scale.fixed.item())
+    d = property(lambda self: self.z_dim)
+    D = property(lambda self: self.likelihood.x_dim)
+    log_px = LinearGaussianModel.log_px
+    posterior = LinearGaussianModel.posterior
+    sample = LinearGaussianModel.sample
+
+
+class LinearGaussianVAEGuide(VAEGuide):
+    A = property(lambda self: self.encoder.A)
+    c = property(lambda self: self.encoder.c)
+    log_sd = property(lambda self: self.encoder.log_sd)
+
+
+def linear_gaussian_vae(perturb: float = 0.0, widen: float = 0.0, **kw):
+    """The same model and guide as :func:`linear_gaussian`, as pyrovae's VAE (float64; the noise
+    scale is a power of two so that the likelihood's float32 buffer holds it exactly)."""
+    plain, plain_guide = linear_gaussian(perturb, widen, **{"s": 0.5, **kw})
+    vae = VAE(x_dim=plain.D, z_dim=plain.d, likelihood="gaussian", likelihood_options={"scale": plain.s},
+              encoder=nn.Identity(), decoder=nn.Identity())  # fmt: skip
+    model = LinearGaussianVAEModel(LinearDecoder(plain.W.detach().clone(), plain.b.detach().clone()),
+                                   vae.likelihood, plain.d, f"{vae.name}.model")  # fmt: skip
+    guide = LinearGaussianVAEGuide(
+        LinearEncoder(*(t.detach().clone() for t in (plain_guide.A, plain_guide.c, plain_guide.log_sd))),
+        f"{vae.name}.guide",
+    )
+    return model.double(), guide.double()

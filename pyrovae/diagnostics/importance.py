@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..estimators.weights import guess_max_plate_nesting, log_weights
+from ..estimators.direct import draw
 from .arviz_compat import psislw
 
 MIN_PSIS_SAMPLES = 100
@@ -58,9 +58,7 @@ def importance_diagnostics(
     """Per data point: PSIS ``khat`` and importance ``ess`` (a fraction of K) of the guide as a
     proposal for the model's posterior, from ``num_samples`` particles (>= 100). Works for any
     model/guide pair whose data points sit in a plate at dim -1."""
-    if max_plate_nesting is None:
-        max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
     with torch.no_grad():
-        lw = log_weights(model, guide, args, kwargs, num_particles=num_samples,
-                         max_plate_nesting=max_plate_nesting).log_w()  # fmt: skip
+        lw = draw(model, guide, args, kwargs, num_particles=num_samples,
+                  max_plate_nesting=max_plate_nesting).log_w()  # fmt: skip
     return {"khat": pareto_khat(lw), "ess": importance_ess(lw).cpu().numpy()}

@@ -13,7 +13,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..registry import Registry
 from . import direct
-from .weights import LogWeights, guess_max_plate_nesting, log_weights
+from .weights import LogWeights, guess_max_plate_nesting
 
 WARMUP_UNITS = ("steps", "epochs")
 
@@ -51,7 +51,8 @@ class Estimator(ELBO):
         kl_warmup, kl_warmup_unit, kl_warmup_start: KL warm-up: beta rises linearly from
             ``kl_warmup_start`` to ``kl_weight`` over ``kl_warmup`` "steps" or "epochs".
         fast_path: compute pyrovae's own VAE's log weights directly, without tracing
-            (:mod:`pyrovae.estimators.direct`; the same numbers); False always traces.
+            (:mod:`pyrovae.estimators.direct`; the same numbers); False always traces. None
+            takes ``Estimator.fast_path_default`` (True).
     """
 
     name: ClassVar[str]
@@ -59,6 +60,7 @@ class Estimator(ELBO):
     needs_stop_guide: ClassVar[bool] = False
     needs_grad_scale: ClassVar[bool] = False
     detach_latents: ClassVar[bool] = False
+    fast_path_default: ClassVar[bool] = True  # False makes every estimator trace (debugging)
 
     def __init__(
         self,
@@ -68,7 +70,7 @@ class Estimator(ELBO):
         kl_warmup: int = 0,
         kl_warmup_unit: str = "steps",
         kl_warmup_start: float = 0.0,
-        fast_path: bool = True,
+        fast_path: bool | None = None,
     ) -> None:
         if not isinstance(num_particles, int) or isinstance(num_particles, bool) or num_particles < 1:
             raise ConfigError(f"num_particles must be an integer >= 1, got {num_particles!r}")
@@ -88,7 +90,7 @@ class Estimator(ELBO):
         self.num_steps = 0  # gradient steps taken (differentiable_loss calls); the trainer sets it on resume
         self.epoch = 0  # completed epochs, set by the trainer (or you) for an epoch schedule
         self.last_objective: Tensor | None = None
-        self.fast_path = bool(fast_path)
+        self.fast_path = type(self).fast_path_default if fast_path is None else bool(fast_path)
         self._nesting: dict[tuple[int, int], int] = {}
 
     def __repr__(self) -> str:
@@ -118,18 +120,11 @@ class Estimator(ELBO):
         for_gradient: bool = True,
     ) -> LogWeights:
         """Draw the particles; ``for_gradient`` adds the stop-gradient machinery it needs."""
-        if self.uses_fast_path(model, guide, args, kwargs):
-            return direct.log_weights(
-                model, guide, *args, **kwargs,
-                num_particles=num_particles or self.num_draws,
-                detach_latents=self.detach_latents,
-                stop_guide=for_gradient and self.needs_stop_guide,
-                grad_scale_latents=for_gradient and self.needs_grad_scale,
-            )  # fmt: skip
-        w = log_weights(
-            model, guide, args, kwargs,
+        fast = self.uses_fast_path(model, guide, args, kwargs)
+        w = direct.draw(
+            model, guide, args, kwargs, fast=fast,
             num_particles=num_particles or self.num_draws,
-            max_plate_nesting=self.plate_nesting(model, guide, args, kwargs),
+            max_plate_nesting=None if fast else self.plate_nesting(model, guide, args, kwargs),
             detach_latents=self.detach_latents,
             stop_guide=for_gradient and self.needs_stop_guide,
             grad_scale_latents=for_gradient and self.needs_grad_scale,

@@ -20,7 +20,8 @@ from pyro.poutine.trace_messenger import TraceMessenger
 from torch import Tensor
 from torch.distributions import kl_divergence
 
-from .weights import LogWeights, _scale_hook
+from .weights import LogWeights, _scale_hook, guess_max_plate_nesting
+from .weights import log_weights as traced_log_weights
 
 
 def applies(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> bool:
@@ -77,6 +78,10 @@ def log_weights(
     def kl() -> Tensor:
         return kl_divergence(q, prior).sum(-1).expand_as(log_q)
 
+    def model_at_detached() -> tuple[Tensor, Tensor]:
+        zd = z.detach()
+        return model.likelihood(model.decoder(zd)).log_prob(x), prior.log_prob(zd).sum(-1)
+
     def log_q_stop() -> Tensor:
         direct = q.log_prob(z.detach()).sum(-1)  # d log q / dphi at fixed z
         return log_q - direct + direct.detach()
@@ -84,5 +89,27 @@ def log_weights(
     return LogWeights(
         log_lik, log_prior, log_q, scale,
         kl_fn=kl, log_q_stop_fn=log_q_stop if stop_guide else None, grad_scale=grad_scale,
-        latents={"z": z},
+        latents={"z": z}, model_at_detached_fn=model_at_detached,
     )  # fmt: skip
+
+
+def draw(
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    *,
+    num_particles: int,
+    max_plate_nesting: int | None = None,
+    fast: bool = True,
+    **flags: Any,
+) -> LogWeights:
+    """Log weights by the fast path when it applies (and ``fast``), else by tracing: the one entry
+    point for estimators, the log-likelihood and the diagnostics. ``flags``: ``detach_latents``,
+    ``stop_guide``, ``grad_scale_latents``."""
+    if fast and applies(model, guide, args, kwargs):
+        return log_weights(model, guide, *args, **kwargs, num_particles=num_particles, **flags)
+    if max_plate_nesting is None:
+        max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
+    return traced_log_weights(model, guide, args, kwargs, num_particles=num_particles,
+                              max_plate_nesting=max_plate_nesting, **flags)  # fmt: skip

@@ -132,6 +132,7 @@ class LogWeights:
         nesting: int = 1,
         kl_fn: Callable[[], Tensor] | None = None,
         latents: dict[str, Tensor] | None = None,
+        model_at_detached_fn: Callable[[], tuple[Tensor, Tensor]] | None = None,
     ) -> None:
         self.log_lik, self.log_prior, self.log_q = log_lik, log_prior, log_q
         self.scale = scale
@@ -143,6 +144,7 @@ class LogWeights:
         self._grad_scale = grad_scale
         self.nesting = nesting
         self._kl_fn = kl_fn
+        self._model_at_detached_fn = model_at_detached_fn
         self.latents = latents if latents is not None else {}
 
     @property
@@ -164,6 +166,14 @@ class LogWeights:
         if self._log_q_stop_fn is None:
             raise ModelStructureError("these log weights were built without a stop-gradient guide")
         return self._log_q_stop_fn()
+
+    def model_at_detached(self) -> tuple[Tensor, Tensor]:
+        """(log p(x | stop z), log p(stop z)), ``[K, B]`` each: the model run again on the same
+        particles with their path to the guide cut, so a term built from them reaches the model's
+        parameters only."""
+        if self._model_at_detached_fn is None:
+            raise ModelStructureError("these log weights cannot re-run the model")
+        return self._model_at_detached_fn()
 
     def scale_latent_grads(self, factor: Tensor) -> None:
         """Multiply the gradient that reaches the latents through the MODEL by ``factor [K, B]``.
@@ -346,6 +356,19 @@ def log_weights(
     log_q_stop_fn = None
     if stop_guide:
         log_q_stop_fn = _log_q_stop_fn(guide, args, kwargs, plate, latents, log_q, nesting)
+
+    def model_at_detached() -> tuple[Tensor, Tensor]:
+        detached = _values_for_model(latents, True, None, nesting)
+        tr = poutine.trace(poutine.replay(plate(model), trace=detached)).get_trace(*args, **kwargs)
+        lik, prior = torch.zeros_like(log_q), torch.zeros_like(log_q)
+        for site in tr.nodes.values():
+            if site["type"] == "sample" and not site_is_subsample(site):
+                if site["is_observed"]:
+                    lik = lik + _site_log_prob(site, nesting)
+                else:
+                    prior = prior + _site_log_prob(site, nesting)
+        return lik, prior
+
     return LogWeights(
         log_lik, log_prior, log_q, 1.0 if scale is None else scale,
         log_q_score=None if log_q_score is None else log_q_score.expand(shape),
@@ -353,6 +376,7 @@ def log_weights(
         guide_trace=guide_trace, model_trace=model_trace,
         log_q_stop_fn=log_q_stop_fn, grad_scale=grad_scale, nesting=nesting,
         latents={name: site["value"] for name, site in latents.items()},
+        model_at_detached_fn=model_at_detached,
     )  # fmt: skip
 
 

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..estimators.weights import guess_max_plate_nesting, log_weights
+from ..estimators.direct import applies, draw
+from ..estimators.weights import guess_max_plate_nesting
 
 
 def log_likelihood(
@@ -34,14 +35,14 @@ def log_likelihood(
     """
     if num_samples < 1 or chunk_size < 1:
         raise ConfigError(f"num_samples and chunk_size must be >= 1, got {num_samples} and {chunk_size}")
-    if max_plate_nesting is None:
+    if max_plate_nesting is None and not applies(model, guide, args, kwargs):
         max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
     running: Tensor | None = None
     with torch.no_grad():
         done = 0
         while done < num_samples:
             k = min(chunk_size, num_samples - done)
-            w = log_weights(model, guide, args, kwargs, num_particles=k, max_plate_nesting=max_plate_nesting)
+            w = draw(model, guide, args, kwargs, num_particles=k, max_plate_nesting=max_plate_nesting)
             chunk = torch.logsumexp(w.log_w(), dim=0)  # [B]
             running = chunk if running is None else torch.logaddexp(running, chunk)
             done += k

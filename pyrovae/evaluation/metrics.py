@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..estimators.weights import guess_max_plate_nesting, log_weights, logmeanexp
+from ..estimators.direct import applies, draw
+from ..estimators.weights import guess_max_plate_nesting, logmeanexp
 from .log_likelihood import log_likelihood
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -29,7 +30,7 @@ def _posterior_mean(guide: Callable, x: Tensor, guide_trace: Any, nesting: int) 
     else the mean of the particles (for guides with only the data plate)."""
     if hasattr(guide, "distribution"):
         return guide.distribution(x).mean
-    if nesting != 1:
+    if nesting != 1 or guide_trace is None:
         return None
     values = [
         s["value"] for s in guide_trace.nodes.values()
@@ -77,16 +78,15 @@ def evaluate_model(
         for x in batches:
             args = (x,)
             if nesting is None:
-                nesting = guess_max_plate_nesting(model, guide, args, kwargs)
-            w = log_weights(model, guide, args, kwargs, num_particles=elbo_particles,
-                            max_plate_nesting=nesting)  # fmt: skip
+                fast = applies(model, guide, args, kwargs)
+                nesting = 1 if fast else guess_max_plate_nesting(model, guide, args, kwargs)
+            w = draw(model, guide, args, kwargs, num_particles=elbo_particles, max_plate_nesting=nesting)
             recon, kl = w.log_lik.mean(0), w.kl().mean(0)
             add("reconstruction", recon)
             add("kl", kl)
             add("elbo", recon - kl)
             means.append(_posterior_mean(guide, x, w.guide_trace, nesting))
-            w = log_weights(model, guide, args, kwargs, num_particles=num_particles,
-                            max_plate_nesting=nesting)  # fmt: skip
+            w = draw(model, guide, args, kwargs, num_particles=num_particles, max_plate_nesting=nesting)
             add("iwae_bound", logmeanexp(w.log_w(), 0))
             if num_samples:
                 ll = log_likelihood(model, guide, *args, num_samples=num_samples,

@@ -11,8 +11,8 @@ from pyrovae import ModelStructureError
 from pyrovae.diagnostics import LocalGuide, amortization_gaps
 
 
-def test_zero_gaps_when_the_encoder_is_already_exact():
-    model, guide = linear_gaussian()
+def test_zero_gaps_when_the_encoder_is_already_exact(lg):
+    model, guide = lg()
     x = model.sample(6)
     gaps = amortization_gaps(model, guide, x, steps=200, elbo_samples=200, num_samples=500)
     assert gaps["amortization_gap"].abs().max() < 1e-3
@@ -20,8 +20,8 @@ def test_zero_gaps_when_the_encoder_is_already_exact():
     assert torch.allclose(gaps["log_likelihood"], model.log_px(x), atol=1e-3)
 
 
-def test_a_poor_encoder_has_an_amortization_gap_and_the_gaussian_family_none():
-    model, guide = linear_gaussian(perturb=0.3)
+def test_a_poor_encoder_has_an_amortization_gap_and_the_gaussian_family_none(lg):
+    model, guide = lg(perturb=0.3)
     x = model.sample(6)
     gaps = amortization_gaps(model, guide, x, steps=300, elbo_samples=20000, num_samples=2000)
     exact_gap = model.log_px(x) - pyrovae.estimators.make("elbo", num_particles=20000).bound(model, guide, x)

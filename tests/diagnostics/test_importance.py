@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from models import linear_gaussian
 
 from pyrovae import ConfigError
 from pyrovae.diagnostics import importance_diagnostics, importance_ess, pareto_khat
@@ -38,11 +37,11 @@ def test_ess_of_known_weights():
     assert ess.tolist() == pytest.approx([1.0, 0.25])
 
 
-def test_the_guide_s_tails_show_in_khat_and_ess():
-    x = linear_gaussian()[0].sample(6)
-    wide = importance_diagnostics(*linear_gaussian(perturb=0.2, widen=0.4), x, num_samples=2000)
-    narrow = importance_diagnostics(*linear_gaussian(perturb=0.2, widen=-0.8), x, num_samples=2000)
-    exact = importance_diagnostics(*linear_gaussian(), x, num_samples=200)
+def test_the_guide_s_tails_show_in_khat_and_ess(lg):
+    x = lg()[0].sample(6)
+    wide = importance_diagnostics(*lg(perturb=0.2, widen=0.4), x, num_samples=2000)
+    narrow = importance_diagnostics(*lg(perturb=0.2, widen=-0.8), x, num_samples=2000)
+    exact = importance_diagnostics(*lg(), x, num_samples=200)
     assert (wide["khat"] < 0.5).all() and (narrow["khat"] > 0.5).mean() >= 0.5
     assert wide["ess"].min() > 0.3 > narrow["ess"].max()
     assert (exact["khat"] == -np.inf).all() and np.allclose(exact["ess"], 1.0)

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from models import linear_gaussian
 
 from pyrovae import estimators
 from pyrovae.diagnostics import gradient_snr, loglog_slope, snr_from_draws
@@ -41,8 +40,8 @@ def test_zero_gradients_are_left_out_and_counted():
     assert s.num_zero == 2 and s.mean_snr == pytest.approx(2.0, rel=0.15)
 
 
-def test_iwae_encoder_snr_falls_with_k_and_the_decoder_s_rises():
-    model, guide = linear_gaussian(perturb=0.3)
+def test_iwae_encoder_snr_falls_with_k_and_the_decoder_s_rises(lg):
+    model, guide = lg(perturb=0.3)
     x = model.sample(8)
     groups = {"encoder": list(guide.parameters()), "decoder": list(model.parameters())}
     ks, enc, dec = (1, 8, 64), [], []
@@ -54,8 +53,8 @@ def test_iwae_encoder_snr_falls_with_k_and_the_decoder_s_rises():
     assert loglog_slope(ks, enc) < -0.2 and loglog_slope(ks, dec) > 0.2
 
 
-def test_stl_guide_gradient_at_the_posterior_counts_as_zero():
-    model, guide = linear_gaussian()
+def test_stl_guide_gradient_at_the_posterior_counts_as_zero(lg):
+    model, guide = lg()
     groups = {"encoder": list(guide.parameters()), "decoder": list(model.parameters())}
     s = gradient_snr(estimators.make("stl", num_particles=2), model, guide, model.sample(4),
                      groups=groups, num_draws=20, num_blocks=4, bootstrap=10)  # fmt: skip

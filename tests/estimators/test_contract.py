@@ -12,10 +12,10 @@ NAMES = estimators.names()
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_is_a_pyro_elbo_with_a_float_loss(name):
+def test_is_a_pyro_elbo_with_a_float_loss(name, lg):
     est = estimators.make(name, num_particles=3)
     assert isinstance(est, pyro.infer.ELBO)
-    model, guide = linear_gaussian(perturb=0.3)
+    model, guide = lg(perturb=0.3)
     x = model.sample(6)
     loss = est.loss(model, guide, x)
     assert isinstance(loss, float)
@@ -24,8 +24,8 @@ def test_is_a_pyro_elbo_with_a_float_loss(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_loss_and_differentiable_loss_share_the_value(name):
-    model, guide = linear_gaussian(perturb=0.3)
+def test_loss_and_differentiable_loss_share_the_value(name, lg):
+    model, guide = lg(perturb=0.3)
     x = model.sample(6)
     est = estimators.make(name, num_particles=4)
     torch.manual_seed(11)
@@ -36,8 +36,8 @@ def test_loss_and_differentiable_loss_share_the_value(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_mini_batch_scale_multiplies_the_summed_bound(name):
-    model, guide = linear_gaussian(perturb=0.3)
+def test_mini_batch_scale_multiplies_the_summed_bound(name, lg):
+    model, guide = lg(perturb=0.3)
     x = model.sample(4)
     est = estimators.make(name, num_particles=5)
     torch.manual_seed(2)
@@ -61,7 +61,8 @@ def test_particles_are_one_vectorized_pass(name):
 
     est = estimators.make(name, num_particles=50, max_plate_nesting=1)
     est.differentiable_loss(counted(model, "model"), counted(guide, "guide"), model.sample(3))
-    assert calls["model"] == 1 and calls["guide"] <= 2  # the guide may be replayed once (STL/DReG)
+    # one pass each, whatever K; STL and DReG may replay the guide once, PIWAE the model once
+    assert calls["model"] <= (2 if name == "piwae" else 1) and calls["guide"] <= 2
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -90,8 +91,8 @@ def test_svi_with_the_global_param_store(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_module_local_idiom_with_a_torch_optimizer(name):
-    model, guide = linear_gaussian(perturb=0.5)
+def test_module_local_idiom_with_a_torch_optimizer(name, lg):
+    model, guide = lg(perturb=0.5)
     x = model.sample(20)
     with pyro.settings.context(module_local_params=True):
         loss_fn = estimators.make(name, num_particles=4)(model, guide)

@@ -2,14 +2,13 @@
 
 import pytest
 import torch
-from models import linear_gaussian
 
 import pyrovae
 from pyrovae.evaluation import active_units
 
 
-def test_exact_at_the_posterior_for_any_chunking():
-    model, guide = linear_gaussian()
+def test_exact_at_the_posterior_for_any_chunking(lg):
+    model, guide = lg()
     x = model.sample(5)
     for chunk in (1, 7, 100):
         ll = pyrovae.log_likelihood(model, guide, x, num_samples=100, chunk_size=chunk)
@@ -18,8 +17,8 @@ def test_exact_at_the_posterior_for_any_chunking():
 
 # A mismatched guide that is wider than the posterior, so the weights are bounded and K = 5000
 # is enough; a too-narrow guide gives heavy-tailed weights (see the PSIS diagnostics).
-def test_within_005_nats_at_k5000_under_a_mismatched_guide():
-    model, guide = linear_gaussian(perturb=0.2, widen=0.4)
+def test_within_005_nats_at_k5000_under_a_mismatched_guide(lg):
+    model, guide = lg(perturb=0.2, widen=0.4)
     x = model.sample(8)
     exact = model.log_px(x)
     elbo = pyrovae.estimators.make("elbo", num_particles=2000).bound(model, guide, x)
@@ -29,8 +28,8 @@ def test_within_005_nats_at_k5000_under_a_mismatched_guide():
     assert (ll - exact).abs().max() < 0.05
 
 
-def test_does_not_change_with_the_chunk_size():
-    model, guide = linear_gaussian(perturb=0.2, widen=0.4)
+def test_does_not_change_with_the_chunk_size(lg):
+    model, guide = lg(perturb=0.2, widen=0.4)
     x = model.sample(8)
     exact = model.log_px(x)
     estimates = [pyrovae.log_likelihood(model, guide, x, num_samples=5000, chunk_size=c) for c in (5000, 613, 50)]
@@ -40,9 +39,9 @@ def test_does_not_change_with_the_chunk_size():
         assert (e - estimates[0]).abs().max() < 0.05
 
 
-def test_running_logsumexp_matches_one_pass_on_the_same_particles():
+def test_running_logsumexp_matches_one_pass_on_the_same_particles(lg):
     """Chunks see the same particles when the RNG is replayed chunk by chunk."""
-    model, guide = linear_gaussian(perturb=0.25)
+    model, guide = lg(perturb=0.25)
     x = model.sample(3)
     est = pyrovae.estimators.make("iwae", num_particles=1, max_plate_nesting=1)
     torch.manual_seed(0)
@@ -52,8 +51,8 @@ def test_running_logsumexp_matches_one_pass_on_the_same_particles():
     assert torch.allclose(ll, torch.logsumexp(lw, 0) - torch.log(torch.tensor(12.0)), atol=1e-12)
 
 
-def test_bad_sizes_fail_clearly():
-    model, guide = linear_gaussian()
+def test_bad_sizes_fail_clearly(lg):
+    model, guide = lg()
     with pytest.raises(pyrovae.ConfigError, match="num_samples and chunk_size must be >= 1"):
         pyrovae.log_likelihood(model, guide, model.sample(2), num_samples=0)
 
