@@ -83,7 +83,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                    f"({m['seconds']:.1f} s)")  # fmt: skip
 
     result = train(_config(args), args.out, resume=args.resume, progress=not args.quiet,
-                   on_epoch=None if args.quiet else report)  # fmt: skip
+                   on_epoch=None if args.quiet else report,
+                   notice=None if args.quiet else lambda line: print(line, file=sys.stderr))  # fmt: skip
     print(f"run directory: {result.run_dir}")
     if result.evaluation is not None:
         _print_evaluation(result.evaluation)

@@ -34,8 +34,9 @@ def option_names(cls: type) -> list[str]:
 class Registry(Generic[T]):
     """Classes registered under a name; ``kind`` ("likelihood", "estimator") words the errors."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, implicit: tuple[str, ...] = ()) -> None:
         self.kind = kind
+        self.implicit = implicit  # arguments pyrovae passes itself, not options (x_dim)
         self._classes: dict[str, type[T]] = {}
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
@@ -57,12 +58,13 @@ class Registry(Generic[T]):
         return self._classes[name]
 
     def options(self, name: str) -> list[str]:
-        return option_names(self.get(name))
+        return [o for o in option_names(self.get(name)) if o not in self.implicit]
 
     def make(self, name: str, **options: Any) -> T:
         cls = self.get(name)
         valid = option_names(cls)
         unknown = sorted(set(options) - set(valid))
+        valid = [o for o in valid if o not in self.implicit]
         if unknown:
             raise ConfigError(
                 f"{self.kind} {name!r} has no option {', '.join(map(repr, unknown))}; "

@@ -84,6 +84,15 @@ def is_scaled(estimator: pyro.infer.ELBO) -> bool:
     return isinstance(estimator, estimators.Estimator) and (estimator.kl_weight != 1.0 or estimator.kl_warmup > 0)
 
 
+def step_path(estimator: pyro.infer.ELBO, vae: VAE) -> str:
+    """One line: how a training step computes its loss."""
+    if isinstance(estimator, estimators.Estimator) and estimator.fast_path:
+        sleep = " (its sleep phase traces the model)" if getattr(estimator, "sleep_phi", False) else ""
+        return f"training step: fast path, the VAE's log weights without tracing{sleep}"
+    why = "fast_path=false" if isinstance(estimator, estimators.Estimator) else "Pyro's own estimator"
+    return f"training step: generic path, the model and guide traced by Pyro every step ({why})"
+
+
 def _step(estimator: pyro.infer.ELBO, vae: VAE, x: torch.Tensor, n: int) -> torch.Tensor:
     """Forward and backward of one step: the batch's negated bound, scaled by N / B."""
     if hasattr(estimator, "differentiable_loss"):
@@ -139,6 +148,7 @@ def train(
     evaluate: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     after_epoch: Callable[[dict[str, Any], VAE, pyro.infer.ELBO, data.InMemoryData], None] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train a VAE on ``config``'s data with Adam, writing a run directory ``out``.
 
@@ -152,6 +162,7 @@ def train(
     training early, mid-epoch if need be (that last epoch's line covers the data it saw).
     ``on_epoch(record)`` sees each epoch's metrics line; ``after_epoch(record, vae, estimator,
     dataset)`` may also measure the model (diagnostics), after the checkpoint is written.
+    ``notice(line)`` hears once which step the training takes (the fast path or Pyro's tracing).
     """
     run_dir = Path(out)
     cfg = _resolve(config, run_dir, resume)
@@ -164,9 +175,13 @@ def train(
     dataset = data.InMemoryData(images, vae.likelihood, cfg.binarization, device, cfg.seed)
     estimator = estimators.make(cfg.estimator, num_particles=cfg.num_particles,
                                 **cfg.estimator_options)  # fmt: skip
-    optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr, foreach=True)
+    # one multi-tensor Adam over every parameter: fused kernels on CUDA, foreach on the CPU
+    fused = device.type == "cuda"
+    optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr, fused=fused, foreach=None if fused else True)
     metrics_path = run_dir / METRICS_FILE
     ours = isinstance(estimator, estimators.Estimator)
+    if notice is not None:
+        notice(step_path(estimator, vae))
     epoch, step, metrics, train_seconds = 0, 0, [], 0.0
     if resume:
         state = checkpoint.load(run_dir / CHECKPOINT_FILE, map_location=device)

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import estimators, likelihoods
-from ..config import FIELDS, from_dict, parse_value, to_toml
-from ..config import tomllib as _toml
+from ..config import FIELDS, from_dict, parse_value, to_toml, toml_value, tomllib
 from ..errors import ConfigError
 
 BUDGETS = {"epochs": "epochs", "steps": "max_steps", "seconds": "max_seconds"}
@@ -152,10 +151,10 @@ class GridSpec:
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> GridSpec:
         try:
-            values = _toml.loads(Path(path).read_text())
+            values = tomllib.loads(Path(path).read_text())
         except FileNotFoundError as e:
             raise ConfigError(f"comparison file {path} does not exist") from e
-        except _toml.TOMLDecodeError as e:
+        except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"comparison file {path} is not valid TOML: {e}") from e
         return cls.from_dict({**values, **(overrides or {})})
 
@@ -173,6 +172,4 @@ class GridSpec:
 
 
 def to_toml_dict(values: dict[str, Any]) -> str:
-    from ..config import _toml_value
-
-    return "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())
+    return "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())

@@ -31,4 +31,4 @@ def names() -> list[str]:
 
 
 def options(name: str) -> list[str]:
-    return [o for o in REGISTRY.options(name) if o != "x_dim"]
+    return REGISTRY.options(name)
