@@ -1,9 +1,10 @@
 """pyrovae's training step and log-likelihood against hand-written PyTorch, as ratios.
 
-In one process, interleaved, several rounds: each variant takes ``--steps`` training steps per
-round on the same batches of embedded digits; the per-step time is the round's mean, and the
-table gives the median over rounds (and the spread, min-max) as a ratio to the hand-written
-eager step (``benchmarks/reference.py``) measured in the same rounds.
+In one process, interleaved, several rounds: each variant takes the same number of training
+steps per round (about a second of the reference's, 2 to ``--steps``) on the same batches of
+embedded digits; each round's per-step time is divided by the hand-written eager step's
+(``benchmarks/reference.py``) in the same round, and the table gives the median of those ratios
+over rounds with their spread (min-max).
 
 Variants: the reference eager and under torch.compile; pyrovae's training step (the fast path:
 pyrovae's own VAE's log weights computed without tracing, one foreach/fused Adam, no host sync);
@@ -123,18 +124,21 @@ def bench_steps(device: torch.device, args: argparse.Namespace) -> list[dict]:
             with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
                 variants = make_variants(name, k, batch, n, device, args.compile)
                 for fn in variants.values():  # warm-up, compilation included
-                    time_steps(fn, batches, 3 if args.compile else 2, device)
+                    time_steps(fn, batches, 3, device)
+                # steps a round: about --round-seconds of the reference, at least 2
+                t_ref = time_steps(variants["reference eager"], batches, 2, device)
+                steps = max(2, min(args.steps, int(args.round_seconds / t_ref)))
                 times = {label: [] for label in variants}
                 for _ in range(args.rounds):
                     for label, fn in variants.items():  # interleaved
-                        times[label].append(time_steps(fn, batches, args.steps, device))
-            base = statistics.median(times["reference eager"])
+                        times[label].append(time_steps(fn, batches, steps, device))
             for label, ts in times.items():
+                # each round's time over the reference's in the same round: drifts cancel
                 ratios = [t / b for t, b in zip(ts, times["reference eager"], strict=True)]
                 rows.append({
                     "device": device.type, "batch": batch, "estimator": f"{name} K={k}", "variant": label,
-                    "ms_per_step": 1e3 * statistics.median(ts),
-                    "ratio": statistics.median(ts) / base,
+                    "ms_per_step": 1e3 * statistics.median(ts), "steps_per_round": steps,
+                    "ratio": statistics.median(ratios),
                     "ratio_min": min(ratios), "ratio_max": max(ratios),
                     "images_per_second": batch / statistics.median(ts),
                 })  # fmt: skip
@@ -238,7 +242,8 @@ def _variants(steps: list[dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--steps", type=int, default=20, help="steps per variant per round")
+    p.add_argument("--steps", type=int, default=20, help="at most this many steps per variant per round")
+    p.add_argument("--round-seconds", type=float, default=1.0, help="reference time per variant per round")
     p.add_argument("--batches", type=int, nargs="+", default=[128, 1024])
     p.add_argument("--chunks", type=int, nargs="+", default=[100, 250, 1000])
     p.add_argument("--ll-rounds", type=int, default=3)

@@ -180,8 +180,6 @@ def train(
     optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr, fused=fused, foreach=None if fused else True)
     metrics_path = run_dir / METRICS_FILE
     ours = isinstance(estimator, estimators.Estimator)
-    if notice is not None:
-        notice(step_path(estimator, vae))
     epoch, step, metrics, train_seconds = 0, 0, [], 0.0
     if resume:
         state = checkpoint.load(run_dir / CHECKPOINT_FILE, map_location=device)
@@ -193,6 +191,8 @@ def train(
         if metrics_path.exists():  # drop lines of an epoch whose checkpoint was never written
             lines = metrics_path.read_text().splitlines()
             metrics = [m for m in map(json.loads, filter(None, lines)) if m["epoch"] <= epoch]
+    if notice is not None:
+        notice(step_path(estimator, vae))
     _write_text(run_dir / CONFIG_FILE, to_toml(cfg))
     _write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in metrics))
 
