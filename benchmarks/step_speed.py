@@ -13,8 +13,8 @@ pyrovae's estimator on the traced Pyro path (``fast_path=False``); and plain Pyr
 CPU, and CUDA when present.
 
 Also ``log_likelihood`` at K = 5000 over the 500 test digits: points a second and peak memory
-(CPU: the peak resident set above the start, Linux; CUDA: max_memory_allocated) for several chunk
-sizes, against the hand-written chunked estimate.
+for two chunk sizes, against the hand-written chunked estimate, each in a fresh process (CPU:
+the peak resident set above the set-up, Linux; CUDA: max_memory_allocated).
 
 Usage: python benchmarks/step_speed.py [--rounds 7] [--steps 20] [--no-compile]
 Writes benchmarks/results/step_speed.{json,md}.
@@ -27,6 +27,8 @@ import gc
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -65,7 +67,7 @@ def make_variants(name: str, k: int, batch: int, n: int, device: torch.device, c
     if compile_ref:
         ref_c = reference.ReferenceVAE().to(device)
         opt_c = adam(ref_c.parameters(), device)
-        compiled_loss = torch.compile(reference.loss, static_argnums=None, dynamic=False)
+        compiled_loss = torch.compile(reference.loss, dynamic=False)
 
         def compiled_step(x: torch.Tensor) -> torch.Tensor:
             opt_c.zero_grad(set_to_none=True)
@@ -158,46 +160,58 @@ def _rss_kib(field: str) -> int:
     return 0
 
 
-def peak_memory(fn, device: torch.device) -> tuple[float, float]:
-    """(seconds, peak bytes above the start) of fn()."""
+def ll_child(variant: str, chunk: int, device_name: str) -> None:
+    """In a fresh process: one K=5000 log-likelihood of the 500 test digits; prints seconds and
+    the peak memory above the set-up (CPU: peak resident set, Linux; CUDA: max allocated)."""
+    device = torch.device(device_name)
+    torch.manual_seed(0)
+    data = InMemoryData(load_digits(), pyrovae.likelihoods.make("bernoulli", x_dim=784), "fixed", device=device)
+    x = data.test  # [500, 784]
+    if variant == "pyrovae":
+        vae = pyrovae.VAE(x_dim=784, z_dim=50, hidden=[400]).to(device)
+
+        def fn() -> torch.Tensor:
+            with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+                return pyrovae.log_likelihood(vae.model, vae.guide, x, num_samples=5000, chunk_size=chunk)
+    else:
+        ref = reference.ReferenceVAE().to(device)
+
+        def fn() -> torch.Tensor:
+            return reference.log_likelihood(ref, x, 5000, chunk)
+
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     else:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set (Linux)
         base = _rss_kib("VmRSS:") * 1024
     start = time.perf_counter()
     fn()
     sync(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _rss_kib("VmHWM:") * 1024
-    return seconds, max(0, peak - base)
+    print(json.dumps({"seconds": seconds, "peak_bytes": max(0, peak - base)}))
 
 
 def bench_log_likelihood(device: torch.device, args: argparse.Namespace) -> list[dict]:
-    data = InMemoryData(load_digits(), pyrovae.likelihoods.make("bernoulli", x_dim=784), "fixed", device=device)
-    vae = pyrovae.VAE(x_dim=784, z_dim=50, hidden=[400]).to(device)
-    ref = reference.ReferenceVAE().to(device)
-    x = data.test  # [500, 784]
     rows = []
-    with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
-        for chunk in args.chunks:
-            for label, fn in (
-                ("pyrovae", lambda c=chunk: pyrovae.log_likelihood(vae.model, vae.guide, x, num_samples=5000,
-                                                                   chunk_size=c)),
-                ("reference", lambda c=chunk: reference.log_likelihood(ref, x, 5000, c)),
-            ):  # fmt: skip
-                results = [peak_memory(fn, device) for _ in range(args.ll_rounds)]
-                seconds = statistics.median(r[0] for r in results)
-                rows.append({"device": device.type, "variant": label, "chunk": chunk, "seconds": seconds,
-                             "points_per_second": x.shape[0] / seconds,
-                             "peak_mib": max(r[1] for r in results) / 2**20})  # fmt: skip
-            a, b = rows[-2], rows[-1]
-            print(f"{device.type} log_likelihood K=5000 chunk {chunk}: pyrovae {a['points_per_second']:.1f} "
-                  f"points/s, {a['peak_mib']:.0f} MiB; reference {b['points_per_second']:.1f} points/s, "
-                  f"{b['peak_mib']:.0f} MiB; ratio {a['seconds'] / b['seconds']:.2f}x", flush=True)  # fmt: skip
+    for chunk in args.chunks:
+        for label in ("pyrovae", "reference"):
+            runs = []
+            for _ in range(args.ll_rounds):
+                code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import step_speed; "
+                        f"step_speed.ll_child({label!r}, {chunk}, {str(device)!r})")  # fmt: skip
+                out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            seconds = statistics.median(r["seconds"] for r in runs)
+            rows.append({"device": device.type, "variant": label, "chunk": chunk, "seconds": seconds,
+                         "points_per_second": 500 / seconds,
+                         "peak_mib": max(r["peak_bytes"] for r in runs) / 2**20})  # fmt: skip
+        a, b = rows[-2], rows[-1]
+        print(f"{device.type} log_likelihood K=5000 chunk {chunk}: pyrovae {a['points_per_second']:.1f} "
+              f"points/s, {a['peak_mib']:.0f} MiB; reference {b['points_per_second']:.1f} points/s, "
+              f"{b['peak_mib']:.0f} MiB; ratio {a['seconds'] / b['seconds']:.2f}x", flush=True)  # fmt: skip
     return rows
 
 
@@ -245,8 +259,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=20, help="at most this many steps per variant per round")
     p.add_argument("--round-seconds", type=float, default=1.0, help="reference time per variant per round")
     p.add_argument("--batches", type=int, nargs="+", default=[128, 1024])
-    p.add_argument("--chunks", type=int, nargs="+", default=[100, 250, 1000])
-    p.add_argument("--ll-rounds", type=int, default=3)
+    p.add_argument("--chunks", type=int, nargs="+", default=[100, 1000])
+    p.add_argument("--ll-rounds", type=int, default=1, help="fresh processes per log-likelihood measurement")
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
     p.add_argument("--out", default=str(HERE / "results" / "step_speed"))

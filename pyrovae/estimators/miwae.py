@@ -20,15 +20,8 @@ def grouped(lw: Tensor, num_groups: int) -> Tensor:
     return lw.reshape(num_groups, -1, lw.shape[-1])
 
 
-@register("miwae")
-class MIWAE(Estimator):
-    """MIWAE(M, K) = (1/M) sum_m log (1/K) sum_k exp(lw_mk), M * K particles per data point.
-
-    M = ``num_groups``, K = ``num_particles``. MIWAE(M, 1) is the ELBO with M particles and
-    MIWAE(1, K) is IWAE(K); the gradient is the reparameterized one.
-
-    References: Rainforth et al. 2018, "Tighter Variational Bounds are Not Necessarily Better".
-    """
+class GroupedParticles(Estimator):
+    """Estimators over M groups of K particles: ``num_groups`` (M), ``num_particles`` (K)."""
 
     def __init__(self, num_particles: int = 1, num_groups: int = 1, **kwargs) -> None:
         super().__init__(num_particles=num_particles, **kwargs)
@@ -37,6 +30,17 @@ class MIWAE(Estimator):
     @property
     def num_draws(self) -> int:
         return self.num_groups * self.num_particles
+
+
+@register("miwae")
+class MIWAE(GroupedParticles):
+    """MIWAE(M, K) = (1/M) sum_m log (1/K) sum_k exp(lw_mk), M * K particles per data point.
+
+    M = ``num_groups``, K = ``num_particles``. MIWAE(M, 1) is the ELBO with M particles and
+    MIWAE(1, K) is IWAE(K); the gradient is the reparameterized one.
+
+    References: Rainforth et al. 2018, "Tighter Variational Bounds are Not Necessarily Better".
+    """
 
     def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         return logmeanexp(grouped(w.log_w(kl_weight), self.num_groups), 1).mean(0)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import Estimator, path_surrogate, register
-from .miwae import check_groups, grouped
+from .base import path_surrogate, register
+from .miwae import GroupedParticles, grouped
 from .weights import LogWeights, logmeanexp
 
 
 @register("piwae")
-class PIWAE(Estimator):
+class PIWAE(GroupedParticles):
     """Partially importance weighted: theta ascends IWAE(M*K), phi ascends MIWAE(M, K).
 
     ``loss`` reports IWAE(M*K), the bound the model is trained on. One surrogate carries both:
@@ -23,14 +23,6 @@ class PIWAE(Estimator):
 
     References: Rainforth et al. 2018, "Tighter Variational Bounds are Not Necessarily Better".
     """
-
-    def __init__(self, num_particles: int = 1, num_groups: int = 1, **kwargs) -> None:
-        super().__init__(num_particles=num_particles, **kwargs)
-        self.num_groups = check_groups(num_groups)
-
-    @property
-    def num_draws(self) -> int:
-        return self.num_groups * self.num_particles
 
     def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         return logmeanexp(w.log_w(kl_weight), 0)

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from torch import Tensor
 
-from .base import Likelihood, register, value_range
-from .scale import Scale
+from .base import register, value_range
+from .location_scale import LocationScaleLikelihood
 
 
 def _log1mexp(a: Tensor) -> Tensor:
@@ -90,7 +90,7 @@ class DiscretizedLogistic(dist.TorchDistribution):
 
 
 @register("discretized_logistic")
-class DiscretizedLogisticLikelihood(Likelihood):
+class DiscretizedLogisticLikelihood(LocationScaleLikelihood):
     """x_d ~ DiscretizedLogistic(m_d, s_d) on 8-bit levels 0..255.
 
     The decoder gives the location m (on the [0, 1] scale) and, by default, the scale
@@ -98,25 +98,24 @@ class DiscretizedLogisticLikelihood(Likelihood):
     ``gaussian``. Options: ``scale``, ``init_scale``, ``min_scale``, ``num_bins``.
     """
 
+    family = DiscretizedLogistic
     data_kind = "counts"
+    default_scale = "decoder"
+    default_init_scale = 0.1
 
     def __init__(
         self,
         x_dim: int,
-        scale: float | str = "decoder",
-        init_scale: float = 0.1,
+        scale: float | str | None = None,
+        init_scale: float | None = None,
         min_scale: float = 1e-3,
         num_bins: int = 256,
     ) -> None:
-        super().__init__(x_dim)
-        self.scale = Scale(x_dim, scale, init_scale, min_scale)
-        self.num_params = 2 if self.scale.predicted else 1
+        super().__init__(x_dim, scale, init_scale, min_scale)
         self.num_bins = int(num_bins)
 
     def forward(self, params: Tensor) -> dist.TorchDistribution:
-        blocks = self.split(params)
-        loc = blocks[0]
-        scale = self.scale(blocks[1] if self.scale.predicted else None).expand_as(loc)
+        loc, scale = self.loc_scale(params)
         return DiscretizedLogistic(loc, scale, self.num_bins, validate_args=False).to_event(1)
 
     def support_error(self, x: Tensor) -> str | None:

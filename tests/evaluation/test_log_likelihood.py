@@ -1,5 +1,7 @@
 """The importance-sampled log-likelihood against the exact log p(x) of a linear-Gaussian model."""
 
+import importlib
+
 import pytest
 import torch
 
@@ -62,3 +64,20 @@ def test_active_units_counts_dimensions_whose_posterior_mean_varies():
     means = torch.randn(1000, 5, generator=g) * torch.tensor([1.0, 0.5, 0.05, 0.0, 0.2])
     # variances 1, 0.25, 0.0025, 0, 0.04: three above the 0.01 threshold
     assert active_units(means) == 3
+
+
+def test_memory_is_bounded_by_the_chunk_not_by_k(monkeypatch, lg):
+    """Never more than chunk_size particles are drawn at once, whatever num_samples."""
+    module = importlib.import_module("pyrovae.evaluation.log_likelihood")
+
+    sizes = []
+    real = module.draw
+
+    def spy(*args, num_particles, **kwargs):
+        sizes.append(num_particles)
+        return real(*args, num_particles=num_particles, **kwargs)
+
+    monkeypatch.setattr(module, "draw", spy)
+    model, guide = lg()
+    pyrovae.log_likelihood(model, guide, model.sample(2), num_samples=1000, chunk_size=128)
+    assert max(sizes) == 128 and sum(sizes) == 1000 and sizes[-1] == 1000 - 7 * 128
