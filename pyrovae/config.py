@@ -42,6 +42,7 @@ class Config:
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     log_every: int = 50  # steps between host syncs: loss read, NaN check, progress bar
+    compile: str = "off"  # torch.compile the loss: "off", "default", "reduce-overhead" (CUDA graphs), "max-autotune"
     # evaluation
     test_every: int = 1  # epochs between test-bound evaluations (the last epoch always)
     eval_num_samples: int = 5000  # K of the IS log-likelihood after training; 0 skips it
@@ -62,6 +63,7 @@ class Config:
             raise ConfigError("dataset 'npz' needs data_path, the .npz file to read")
         _one_of("binarization", self.binarization, BINARIZATIONS)
         _one_of("architecture", self.architecture, ARCHITECTURES)
+        _one_of("compile", self.compile, COMPILE_MODES)
         likelihoods.make(self.likelihood, x_dim=1, **self.likelihood_options)
         estimators.make(self.estimator, num_particles=self.num_particles,
                         **self.estimator_options)  # fmt: skip
@@ -86,6 +88,7 @@ def _one_of(key: str, value: str, valid: Any) -> None:
 
 
 FIELDS = {f.name: f for f in fields(Config)}
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 def _coerce(key: str, value: Any) -> Any:
