@@ -62,7 +62,7 @@ def load_images(cfg: Config) -> data.Images:
     return data.load(cfg.dataset, path=cfg.data_path or None)
 
 
-def test_bound(estimator: pyro.infer.ELBO, vae: VAE, dataset: data.InMemoryData, batch_size: int) -> torch.Tensor:
+def mean_test_bound(estimator: pyro.infer.ELBO, vae: VAE, dataset: data.InMemoryData, batch_size: int) -> torch.Tensor:
     """The estimator's bound averaged over the test set, as a device tensor (no sync for
     pyrovae's estimators; Pyro's own report a float per batch)."""
     total = torch.zeros((), device=dataset.device)
@@ -92,6 +92,8 @@ def compile_refusal(estimator: pyro.infer.ELBO) -> str | None:
         return "its gradient hooks do not survive torch.compile"
     if getattr(estimator, "sleep_phi", False):
         return "its sleep phase traces the model"
+    if estimator.kl_warmup > 0:
+        return "its KL warm-up changes beta every step"
     return None
 
 
@@ -124,12 +126,15 @@ def make_step(
         return lambda x: _step(estimator, vae, x, n)
     import torch._inductor.config as inductor_config
 
+    kl_weight = estimator.kl_weight  # constant: no warm-up here
+
     def loss(x: torch.Tensor) -> torch.Tensor:
-        return estimator.differentiable_loss(vae.model, vae.guide, x, num_data=n)
+        return estimator.objective(vae.model, vae.guide, (x,), {"num_data": n}, kl_weight)
 
     compiled = torch.compile(loss, mode=None if compile_mode == "default" else compile_mode, dynamic=False)
 
     def step(x: torch.Tensor) -> torch.Tensor:
+        estimator.num_steps += 1  # the step counter stays outside the compiled code
         with inductor_config.patch(fallback_random=True):
             value = compiled(x)
         value.backward()
@@ -234,8 +239,7 @@ def train(
         epoch, step = int(state["epoch"]), int(state["step"])
         train_seconds = float(state.get("train_seconds", 0.0))
         if metrics_path.exists():  # drop lines of an epoch whose checkpoint was never written
-            lines = metrics_path.read_text().splitlines()
-            metrics = [m for m in map(json.loads, filter(None, lines)) if m["epoch"] <= epoch]
+            metrics = [m for m in _read_lines(metrics_path) if m["epoch"] <= epoch]
     if notice is not None:
         notice(step_path(estimator, vae, cfg.compile))
     n = dataset.num_train
@@ -254,7 +258,7 @@ def train(
         if not resume:  # where the curve starts: the untrained model's test bound
             start = time.perf_counter()
             with torch.no_grad():
-                bound0 = test_bound(estimator, vae, dataset, cfg.eval_batch_size).item()
+                bound0 = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size).item()
             _append(metrics, metrics_path, {"epoch": 0, "step": 0, bound_key(estimator): bound0,
                                             "seconds": time.perf_counter() - start})  # fmt: skip
         while epoch < cfg.epochs and not stopped:
@@ -290,11 +294,11 @@ def train(
             _check_finite(train_loss, vae, step, epoch, run_dir, last_good)
             record: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": train_loss}
             if is_scaled(estimator):  # the kl_weight-scaled objective, beside the bound
-                record["train_objective"] = objective.item() / n
+                record["train_objective"] = objective.item() / seen
                 record["kl_weight"] = estimator.current_kl_weight()
             if epoch % cfg.test_every == 0 or epoch == cfg.epochs or stopped:
                 with torch.no_grad():
-                    value = test_bound(estimator, vae, dataset, cfg.eval_batch_size).item()
+                    value = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size).item()
                 record[bound_key(estimator)] = value
             record["seconds"] = time.perf_counter() - start
             _append(metrics, metrics_path, record)
@@ -316,6 +320,17 @@ def train(
 
         evaluation = evaluate_loaded(run_dir, cfg, vae, dataset)
     return TrainResult(run_dir, cfg, vae, metrics, evaluation)
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    """The metrics lines; a line torn by a crash mid-write (its epoch has no checkpoint) is skipped."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
 
 
 def _append(metrics: list[dict[str, Any]], path: Path, record: dict[str, Any]) -> None:

@@ -29,11 +29,31 @@ def test_compiled_step_equals_the_eager_step(name):
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(ge, gc, strict=True))
 
 
+def test_the_compiled_step_compiles_once():
+    """Nothing that changes from step to step (the step counter, beta) is read inside the
+    compiled code, so it is not recompiled at every step."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.rand(8, 16))
+    with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+        vae = pyrovae.VAE(x_dim=16, z_dim=3, hidden=[8])
+        est = pyrovae.estimators.make("iwae", num_particles=2, kl_weight=0.5)
+        step = training.make_step(est, vae, 40, "default")
+        step(x)
+        graphs = counters["stats"]["unique_graphs"]
+        for _ in range(5):
+            step(x)
+    assert counters["stats"]["unique_graphs"] == graphs and est.num_steps == 6
+
+
 def test_estimators_with_gradient_hooks_stay_eager():
     est = pyrovae.estimators.make("dreg", num_particles=3)
     vae = pyrovae.VAE(x_dim=16, z_dim=3, hidden=[8])
     assert "not compiled: its gradient hooks do not survive torch.compile" in training.step_path(est, vae, "default")
     assert "torch.compile default" in training.step_path(pyrovae.estimators.make("iwae"), vae, "default")
+    warm = pyrovae.estimators.make("elbo", kl_warmup=10)
+    assert "not compiled: its KL warm-up changes beta every step" in training.step_path(warm, vae, "default")
 
 
 def test_training_with_compile(tmp_path):

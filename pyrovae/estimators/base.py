@@ -182,9 +182,14 @@ class Estimator(ELBO):
         return loss
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
-        w = self.log_weights(model, guide, args, kwargs)
         kl_weight = self.current_kl_weight()
         self.num_steps += 1
+        return self.objective(model, guide, args, kwargs, kl_weight)
+
+    def objective(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, kl_weight: float) -> Tensor:
+        """``differentiable_loss`` at a given beta, without touching the step counter: a pure
+        function of the parameters and the noise, which torch.compile can capture once."""
+        w = self.log_weights(model, guide, args, kwargs)
         bound = self._bound(w)
         surrogate = self._surrogate(w, kl_weight)
         if self.kl_weight != 1.0 or self.kl_warmup > 0:  # the scaled objective, for logging
