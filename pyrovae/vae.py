@@ -69,7 +69,8 @@ class VAEModel(nn.Module):
     """p(x, z) = N(z; 0, I) p(x | decoder(z)); one latent site ``z``, one observed site ``x``.
 
     ``forward(x, num_data=None)`` is the Pyro model. With ``x=None`` it generates ``batch_size``
-    data points. Both sites sit in the data plate at dim -1.
+    data points. Both sites sit in the data plate at dim -1. The prior is fixed at N(0, I): its
+    buffers only carry the device and dtype.
     """
 
     max_plate_nesting = 1

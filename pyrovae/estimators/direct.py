@@ -10,6 +10,7 @@ test suite checks both paths give the same losses and gradients.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,14 +21,26 @@ from pyro.poutine.trace_messenger import TraceMessenger
 from torch import Tensor
 from torch.distributions import kl_divergence
 
+from ..vae import VAEGuide, VAEModel, _check_device, register_module
 from .weights import LogWeights, _scale_hook, guess_max_plate_nesting
 from .weights import log_weights as traced_log_weights
+
+LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+
+
+def normal_log_prob(value: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    """log N(value; loc, scale^2) per element, without building a distribution object (at small
+    batches a step's time is mostly such Python costs)."""
+    return -0.5 * ((value - loc) / scale) ** 2 - scale.log() - LOG_SQRT_2PI
+
+
+def std_normal_log_prob(value: Tensor) -> Tensor:
+    """log N(value; 0, 1) per element: pyrovae's prior."""
+    return -0.5 * value * value - LOG_SQRT_2PI
 
 
 def applies(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> bool:
     """Whether the direct path computes exactly what tracing ``model`` and ``guide`` would."""
-    from ..vae import VAEGuide, VAEModel
-
     if not (isinstance(model, VAEModel) and isinstance(guide, VAEGuide)):
         return False
     if len(args) != 1 or not isinstance(args[0], Tensor) or set(kwargs) - {"num_data"}:
@@ -49,8 +62,6 @@ def log_weights(
     grad_scale_latents: bool = False,
 ) -> LogWeights:
     """:class:`LogWeights` ``[K, B]`` of pyrovae's VAE at data ``x`` (see the module docstring)."""
-    from ..vae import _check_device, register_module
-
     register_module(guide.pyro_name, guide)
     register_module(model.pyro_name, model)
     _check_device(x, model.prior_loc)
@@ -60,7 +71,6 @@ def log_weights(
     scale = 1.0 if num_data is None or num_data == b else num_data / b
 
     loc, sd = guide.encoder(x)  # [B, z_dim] each
-    q = dist.Normal(loc, sd, validate_args=False)
     eps = torch.empty((num_particles, *loc.shape), dtype=loc.dtype, device=loc.device).normal_()
     z = loc + eps * sd  # [K, B, z_dim], as Normal.rsample draws it
     z_model = z.detach() if detach_latents else z
@@ -70,20 +80,22 @@ def log_weights(
         if z_model.requires_grad:
             z_model = z_model.view_as(z_model)  # the model's own view of z carries the hook
             z_model.register_hook(_scale_hook(grad_scale, event_dim=1, nesting=1))
-    prior = dist.Normal(model.prior_loc, model.prior_scale, validate_args=False)
-    log_prior = prior.log_prob(z_model).sum(-1)  # [K, B]
+    log_prior = std_normal_log_prob(z_model).sum(-1)  # [K, B]
     log_lik = model.likelihood(model.decoder(z_model)).log_prob(x)  # [K, B]
-    log_q = q.log_prob(z.detach() if detach_latents else z).sum(-1)  # [K, B]
+    log_q = normal_log_prob(z.detach() if detach_latents else z, loc, sd).sum(-1)  # [K, B]
 
     def kl() -> Tensor:
+        q = dist.Normal(loc, sd, validate_args=False)
+        prior = dist.Normal(model.prior_loc, model.prior_scale, validate_args=False)
         return kl_divergence(q, prior).sum(-1).expand_as(log_q)
 
     def model_at_detached() -> tuple[Tensor, Tensor]:
         zd = z.detach()
-        return model.likelihood(model.decoder(zd)).log_prob(x), prior.log_prob(zd).sum(-1)
+        lik = model.likelihood(model.decoder(zd)).log_prob(x)
+        return lik, std_normal_log_prob(zd).sum(-1)
 
     def log_q_stop() -> Tensor:
-        direct = q.log_prob(z.detach()).sum(-1)  # d log q / dphi at fixed z
+        direct = normal_log_prob(z.detach(), loc, sd).sum(-1)  # d log q / dphi at fixed z
         return log_q - direct + direct.detach()
 
     return LogWeights(
@@ -101,13 +113,14 @@ def draw(
     *,
     num_particles: int,
     max_plate_nesting: int | None = None,
-    fast: bool = True,
+    fast: bool | None = None,
     **flags: Any,
 ) -> LogWeights:
-    """Log weights by the fast path when it applies (and ``fast``), else by tracing: the one entry
-    point for estimators, the log-likelihood and the diagnostics. ``flags``: ``detach_latents``,
-    ``stop_guide``, ``grad_scale_latents``."""
-    if fast and applies(model, guide, args, kwargs):
+    """Log weights by the fast path when it applies, else by tracing: the one entry point for
+    estimators, the log-likelihood and the diagnostics. ``fast``: None checks :func:`applies`,
+    True or False says it was checked already. ``flags``: ``detach_latents``, ``stop_guide``,
+    ``grad_scale_latents``."""
+    if fast if fast is not None else applies(model, guide, args, kwargs):
         return log_weights(model, guide, *args, **kwargs, num_particles=num_particles, **flags)
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)

@@ -45,7 +45,7 @@ class MLPEncoder(nn.Module):
 
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (400,), act: str = "relu"):
         super().__init__()
-        self.body = nn.Sequential(mlp([x_dim, *hidden], act), activation(act)) if hidden else None
+        self.body = nn.Sequential(*mlp([x_dim, *hidden], act), activation(act)) if hidden else None
         self.head = GaussianHead(hidden[-1] if hidden else x_dim, z_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
