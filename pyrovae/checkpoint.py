@@ -74,3 +74,22 @@ def load(path: str | Path, map_location: str | torch.device | None = "cpu") -> d
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyrovae checkpoint (format {FORMAT})")
     return obj
+
+
+def restore(module: torch.nn.Module, state_dict: dict[str, Any], path: str | Path) -> None:
+    """``module.load_state_dict(state_dict)``; a checkpoint written for another architecture (a
+    changed config, or an older pyrovae) raises :class:`CheckpointError` with one line."""
+    own = module.state_dict()
+    unexpected, shapes = [], []
+    for key, value in state_dict.items():
+        if key not in own:
+            unexpected.append(key)
+        elif own[key].shape != value.shape:
+            shapes.append(f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}")
+    missing = [key for key in own if key not in state_dict]
+    if missing or unexpected or shapes:
+        found = (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
+        parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for label, keys in found if keys]
+        raise CheckpointError(f"checkpoint {path} does not fit this run's model (written by another config or "
+                              f"pyrovae version): {'; '.join(parts)}")  # fmt: skip
+    module.load_state_dict(state_dict)

@@ -233,7 +233,7 @@ def train(
     epoch, step, metrics, train_seconds = 0, 0, [], 0.0
     if resume:
         state = checkpoint.load(run_dir / CHECKPOINT_FILE, map_location=device)
-        vae.load_state_dict(state["model"])
+        checkpoint.restore(vae, state["model"], run_dir / CHECKPOINT_FILE)
         optimizer.load_state_dict(state["optimizer"])
         checkpoint.set_rng_state(state["rng"])
         epoch, step = int(state["epoch"]), int(state["step"])

@@ -110,6 +110,20 @@ def test_a_truncated_checkpoint_gives_one_error_line(tmp_path, capsys):
         assert len(err) == 1 and "is unreadable (truncated or corrupt)" in err[0], err
 
 
+def test_a_checkpoint_of_another_architecture_gives_one_error_line(tmp_path, capsys):
+    assert run_cli("train", "--out", tmp_path, "--epochs", 1, *SMALL) == 0
+    config = tmp_path / "config.toml"
+    assert "z_dim = 8" in config.read_text()
+    config.write_text(config.read_text().replace("z_dim = 8", "z_dim = 4"))
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    for args in (["evaluate", tmp_path], ["train", "--out", tmp_path, "--resume", "--epochs", 2]):
+        assert run_cli(*args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "does not fit this run's model" in err[0] and "shape: " in err[0], err
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
 def _snapshots(cfg_out):
     """Train with a callback that keeps each epoch's checkpoint bytes."""
     seen = {}

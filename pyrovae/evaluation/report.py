@@ -72,6 +72,6 @@ def evaluate_run(run_dir: str | Path, num_samples: int | None = None, device: st
     torch.manual_seed(cfg.seed)
     images = load_images(cfg)
     vae = build_vae(cfg, images).to(dev)
-    vae.load_state_dict(state["model"])
+    checkpoint.restore(vae, state["model"], run_dir / CHECKPOINT_FILE)
     dataset = InMemoryData(images, vae.likelihood, cfg.binarization, dev, cfg.seed)
     return evaluate_loaded(run_dir, cfg, vae, dataset, num_samples)
