@@ -13,6 +13,7 @@ from .errors import (
     ModelStructureError,
     PyrovaeError,
     TrainingDiverged,
+    TrainingInterrupted,
 )
 from .evaluation import evaluate_run, log_likelihood
 from .training import TrainResult, train
@@ -32,6 +33,7 @@ __all__ = [
     "ModelStructureError",
     "PyrovaeError",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "diagnostics",
     "estimators",
     "likelihoods",

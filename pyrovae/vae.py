@@ -44,6 +44,15 @@ def register_module(name: str, module: nn.Module) -> None:
             )
 
 
+def data_scale(batch_size: int, num_data: int | None) -> float:
+    """The mini-batch scale N / B of the VAE's data plate (1 for a full batch)."""
+    if num_data is None or num_data == batch_size:
+        return 1.0
+    if num_data < batch_size:
+        raise ValueError(f"num_data={num_data} is smaller than the batch ({batch_size})")
+    return num_data / batch_size
+
+
 class _DataPlate:
     """``pyro.plate("data", num_data, dim=-1)`` over a mini-batch of the given size.
 
@@ -55,10 +64,8 @@ class _DataPlate:
         self._index: dict[tuple[int, torch.device], Tensor] = {}
 
     def __call__(self, batch_size: int, num_data: int | None, device: torch.device) -> pyro.plate:
-        if num_data is None or num_data == batch_size:
+        if data_scale(batch_size, num_data) == 1.0:
             return pyro.plate("data", batch_size, dim=-1)
-        if num_data < batch_size:
-            raise ValueError(f"num_data={num_data} is smaller than the batch ({batch_size})")
         key = (batch_size, device)
         if key not in self._index:
             self._index[key] = torch.arange(batch_size, device=device)
@@ -71,6 +78,11 @@ class VAEModel(nn.Module):
     ``forward(x, num_data=None)`` is the Pyro model. With ``x=None`` it generates ``batch_size``
     data points. Both sites sit in the data plate at dim -1. The prior is fixed at N(0, I): its
     buffers only carry the device and dtype.
+
+    ``log_prob_terms(x, z)`` computes the two sites' log densities from the same ``prior()`` and
+    likelihood, without tracing: the estimators' fast path (:mod:`pyrovae.estimators.direct`). A
+    subclass may change ``prior()``, the decoder or the likelihood and keep the fast path; one
+    that overrides ``forward`` is traced unless it also overrides ``prior()`` and ``log_prob_terms``.
     """
 
     max_plate_nesting = 1
@@ -99,13 +111,20 @@ class VAEModel(nn.Module):
             z = pyro.sample("z", self.prior(batch_size))  # [K, B, z_dim] under a particle plate
             return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
+    def log_prob_terms(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(log p(x | z), log p(z)) at latents ``z`` ``[K, B, z_dim]``, each ``[K, B]`` and unscaled:
+        what tracing ``forward`` at site ``x`` and site ``z`` gives."""
+        _check_device(x, self.prior_loc)
+        return self.likelihood(self.decoder(z)).log_prob(x), self.prior(x.shape[0]).log_prob(z)
+
 
 class VAEGuide(nn.Module):
     """q(z | x) = N(z; mu(x), diag sigma(x)^2), the amortized encoder, at site ``z``.
 
-    ``distribution(x)`` returns q(z | x) itself; ``local_parameters`` and ``local_guide`` expose
-    the per-data-point parameters that the amortization-gap diagnostic refines
-    (:class:`pyrovae.diagnostics.LocalGuide`).
+    ``distribution(x)`` returns q(z | x) itself (``forward`` samples it, and the estimators'
+    fast path draws from it directly; a subclass that overrides ``forward`` is traced);
+    ``local_parameters`` and ``local_guide`` expose the per-data-point parameters that the
+    amortization-gap diagnostic refines (:class:`pyrovae.diagnostics.LocalGuide`).
     """
 
     max_plate_nesting = 1

@@ -1,15 +1,24 @@
+import functools
+import os
 import sys
 from pathlib import Path
 
 import pyro
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from models import linear_gaussian, linear_gaussian_vae  # noqa: E402
 
-from pyrovae.estimators import Estimator  # noqa: E402
+# Property-based tests (tests/conformance): a small, reproducible profile by default (CI) and a
+# long randomized one by flag: `python -m pytest tests/conformance --hypothesis-profile=long`.
+_common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                                       HealthCheck.data_too_large]}  # fmt: skip
+settings.register_profile("ci", max_examples=30, derandomize=True, database=None, print_blob=True, **_common)
+settings.register_profile("long", max_examples=400, print_blob=True, **_common)
+settings.load_profile(os.environ.get("PYROVAE_HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)
@@ -24,12 +33,13 @@ def _fresh_state():
 
 
 @pytest.fixture(params=["pyro", "vae-fast", "vae-traced"])
-def lg(request, monkeypatch):
+def lg(request):
     """The linear-Gaussian model and guide, three ways: plain Pyro modules (the traced path),
-    pyrovae's VAE on the fast path, and the same VAE with every estimator forced to trace.
-    The estimator tests run over all three, so both paths meet the same exact answers."""
+    pyrovae's VAE on the fast path, and subclasses of that VAE with their own ``forward``, which
+    everything traces (estimators, log-likelihood, diagnostics). The tests run over all three, so
+    both paths meet the same exact answers."""
     if request.param == "pyro":
         return linear_gaussian
     if request.param == "vae-traced":
-        monkeypatch.setattr(Estimator, "fast_path_default", False)
+        return functools.partial(linear_gaussian_vae, traced=True)
     return linear_gaussian_vae

@@ -213,15 +213,32 @@ class LinearGaussianVAEGuide(VAEGuide):
     log_sd = property(lambda self: self.encoder.log_sd)
 
 
-def linear_gaussian_vae(perturb: float = 0.0, widen: float = 0.0, **kw):
+class TracedLinearGaussianVAEModel(LinearGaussianVAEModel):
+    """The same VAE model with its own ``forward`` (the inherited one, called through): it does
+    not say how to compute what it samples directly, so everything traces it."""
+
+    def forward(self, *args, **kwargs):
+        return super().forward(*args, **kwargs)
+
+
+class TracedLinearGaussianVAEGuide(LinearGaussianVAEGuide):
+    def forward(self, *args, **kwargs):
+        return super().forward(*args, **kwargs)
+
+
+def linear_gaussian_vae(perturb: float = 0.0, widen: float = 0.0, traced: bool = False, **kw):
     """The same model and guide as :func:`linear_gaussian`, as pyrovae's VAE (float64; the noise
-    scale is a power of two so that the likelihood's float32 buffer holds it exactly)."""
+    scale is a power of two so that the likelihood's float32 buffer holds it exactly). ``traced``:
+    subclasses that override ``forward``, so that estimators, the log-likelihood and the
+    diagnostics all take the traced path."""
     plain, plain_guide = linear_gaussian(perturb, widen, **{"s": 0.5, **kw})
     vae = VAE(x_dim=plain.D, z_dim=plain.d, likelihood="gaussian", likelihood_options={"scale": plain.s},
               encoder=nn.Identity(), decoder=nn.Identity())  # fmt: skip
-    model = LinearGaussianVAEModel(LinearDecoder(plain.W.detach().clone(), plain.b.detach().clone()),
-                                   vae.likelihood, plain.d, f"{vae.name}.model")  # fmt: skip
-    guide = LinearGaussianVAEGuide(
+    model_cls = TracedLinearGaussianVAEModel if traced else LinearGaussianVAEModel
+    guide_cls = TracedLinearGaussianVAEGuide if traced else LinearGaussianVAEGuide
+    model = model_cls(LinearDecoder(plain.W.detach().clone(), plain.b.detach().clone()),
+                      vae.likelihood, plain.d, f"{vae.name}.model")  # fmt: skip
+    guide = guide_cls(
         LinearEncoder(*(t.detach().clone() for t in (plain_guide.A, plain_guide.c, plain_guide.log_sd))),
         f"{vae.name}.guide",
     )

@@ -10,13 +10,16 @@ import pyrovae
 from pyrovae import training
 
 
-@pytest.mark.parametrize("name", ["elbo", "iwae"])
-def test_compiled_step_equals_the_eager_step(name):
+@pytest.mark.parametrize(
+    "name, options",
+    [("elbo", {}), ("iwae", {}), ("dreg", {}), ("rws", {"wake_phi": "dreg"})],  # the last two stay eager
+)
+def test_compiled_step_equals_the_eager_step(name, options):
     torch.manual_seed(0)
     x = torch.bernoulli(torch.rand(8, 16))
     with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
         vae = pyrovae.VAE(x_dim=16, z_dim=3, hidden=[8])
-        est = pyrovae.estimators.make(name, num_particles=3)
+        est = pyrovae.estimators.make(name, num_particles=3, **options)
         grads = []
         for mode in ("off", "default"):
             step = training.make_step(est, vae, 40, mode)

@@ -74,13 +74,19 @@ def test_two_vaes_never_share_parameters_silently():
         est.loss(c.model, c.guide, x)
 
 
-def test_conv_architecture_handles_particle_dims():
-    vae = pyrovae.VAE(x_dim=64, z_dim=4, architecture="conv", image_shape=(1, 8, 8),
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+def test_decoders_map_each_particle_on_its_own(architecture):
+    """z ``[K, B, z_dim]`` (a particle plate) decodes as K separate batches would."""
+    torch.manual_seed(0)
+    vae = pyrovae.VAE(x_dim=64, z_dim=4, hidden=[8], architecture=architecture, image_shape=(1, 8, 8),
                       likelihood="gaussian", likelihood_options={"scale": "decoder"})  # fmt: skip
+    z = torch.randn(5, 3, 4)
+    together = vae.model.decoder(z)
+    assert torch.allclose(together, torch.stack([vae.model.decoder(z[k]) for k in range(5)]), atol=1e-6)
     x = torch.rand(3, 64)
     loss = pyrovae.estimators.make("iwae", num_particles=5).differentiable_loss(vae.model, vae.guide, x)
     loss.backward()
-    assert vae.reconstruct(x).shape == (3, 64)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in vae.parameters())
 
 
 def test_own_encoder_and_decoder():
@@ -93,8 +99,11 @@ def test_own_encoder_and_decoder():
             h = self.lin(x)
             return h[:, :2], h[:, 2:].exp()
 
-    vae = pyrovae.VAE(x_dim=6, z_dim=2, likelihood="gaussian", encoder=Enc(), decoder=nn.Linear(2, 6))
-    assert isinstance(pyrovae.estimators.make("elbo").loss(vae.model, vae.guide, torch.rand(4, 6)), float)
+    enc, dec = Enc(), nn.Linear(2, 6)
+    vae = pyrovae.VAE(x_dim=6, z_dim=2, likelihood="gaussian", encoder=enc, decoder=dec)
+    assert vae.guide.encoder is enc and vae.model.decoder is dec
+    x = torch.rand(4, 6)
+    assert torch.equal(vae.reconstruct(x), vae.likelihood.mean(dec(enc(x)[0])))
 
 
 def test_bad_construction_fails_clearly():

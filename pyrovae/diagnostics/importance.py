@@ -11,10 +11,11 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..estimators.direct import draw
+from ..estimators.draw import draw
 from .arviz_compat import psislw
 
 MIN_PSIS_SAMPLES = 100
+EQUAL_RELATIVE, EQUAL_ULPS = 1e-9, 1024  # log weights this close are equal weights (see pareto_khat)
 
 
 def importance_ess(log_w: Tensor) -> Tensor:
@@ -33,15 +34,19 @@ def pareto_khat(log_w: Tensor | np.ndarray) -> np.ndarray:
     generalized Pareto fitted to the largest weights. k-hat > 0.7: the IS estimate is unreliable.
 
     All-equal weights (the guide is the exact posterior) have no tail to fit: they get the
-    perfect score -inf instead of going to the fit.
+    perfect score -inf instead of going to the fit. "Equal" allows for rounding: a spread of log
+    weights up to 1e-9 of the largest, or ``EQUAL_ULPS`` units in the last place of the dtype the
+    weights were computed in where that is more (float32 weights at the exact posterior differ by
+    a few ulps, and a Pareto fit to that noise returns an arbitrary shape).
     References: Vehtari et al. 2024, "Pareto Smoothed Importance Sampling"; Yao et al. 2018.
     """
+    eps = torch.finfo(log_w.dtype).eps if isinstance(log_w, Tensor) else np.finfo(np.asarray(log_w).dtype).eps
     lw = np.asarray(log_w.detach().cpu().double() if isinstance(log_w, Tensor) else log_w, dtype=np.float64).T
     if lw.shape[-1] < MIN_PSIS_SAMPLES:
         raise ConfigError(f"PSIS k-hat needs K >= {MIN_PSIS_SAMPLES} samples a point, got {lw.shape[-1]}")
     khat = np.full(lw.shape[0], -np.inf)
     spread = lw.max(-1) - lw.min(-1)
-    fit = spread > 1e-9 * np.maximum(1.0, np.abs(lw).max(-1))
+    fit = spread > max(EQUAL_RELATIVE, EQUAL_ULPS * eps) * np.maximum(1.0, np.abs(lw).max(-1))
     if fit.any():
         khat[fit] = psislw(lw[fit])[1]
     return khat

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..estimators.traced import SubsamplePin
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ def gradient_snr(
 
     Works with any ``pyro.infer.ELBO`` that has ``differentiable_loss``. The draws are folded into
     ``num_blocks`` running sums (float64), so memory is O(blocks x parameters), not O(draws).
-    For IWAE the encoder's SNR falls like K^(-1/2); DReG's does not fall.
+    For IWAE the encoder's SNR falls like K^(-1/2); DReG's does not fall. The batch is held
+    fixed: a plate that draws its own subsample (``subsample_size``) draws it once, for all draws.
 
     References: Rainforth et al. 2018, "Tighter Variational Bounds are Not Necessarily Better";
     Tucker et al. 2019, "Doubly Reparameterized Gradient Estimators for Monte Carlo Objectives".
@@ -126,15 +128,16 @@ def gradient_snr(
     sums = torch.zeros(num_blocks, sum(sizes), dtype=torch.float64, device=device)
     squares = torch.zeros_like(sums)
     per_block = num_draws // num_blocks
-    for r in range(num_draws):
-        loss = estimator.differentiable_loss(model, guide, *args, **kwargs)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        flat = torch.cat([
-            (torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads, strict=True)
-        ]).double()  # fmt: skip
-        b = r // per_block
-        sums[b] += flat
-        squares[b] += flat * flat
+    with SubsamplePin():  # the batch stays fixed: a plate that draws its subsample draws it once
+        for r in range(num_draws):
+            loss = estimator.differentiable_loss(model, guide, *args, **kwargs)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            flat = torch.cat([
+                (torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads, strict=True)
+            ]).double()  # fmt: skip
+            b = r // per_block
+            sums[b] += flat
+            squares[b] += flat * flat
     # "identically zero" is relative to the largest gradient of any group: at the exact posterior
     # STL's and DReG's guide gradients are rounding noise next to the model's
     zero_tol = 1e-10 * squares.sum(0).div(num_draws).sqrt().max().item()

@@ -24,12 +24,20 @@ from . import (  # noqa: F401 - each import registers its estimator
     stl,
 )
 from .base import REGISTRY, Estimator, path_surrogate, scaled_sum
-from .weights import LogWeights, log_weights, logmeanexp
+from .direct import DirectGuide, DirectLogWeights, DirectModel
+from .draw import draw
+from .traced import SubsamplePin, TracedLogWeights
+from .weights import LogWeights, logmeanexp
 
 __all__ = [
+    "DirectGuide",
+    "DirectLogWeights",
+    "DirectModel",
     "Estimator",
     "LogWeights",
-    "log_weights",
+    "SubsamplePin",
+    "TracedLogWeights",
+    "draw",
     "logmeanexp",
     "make",
     "names",

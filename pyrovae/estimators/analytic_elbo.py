@@ -14,8 +14,11 @@ class AnalyticELBO(Estimator):
 
     The KL is closed form for every latent site where torch knows it for the guide/prior pair
     (for a diagonal Gaussian against N(0, I): 1/2 sum(sigma^2 - 1 - log sigma^2 + mu^2)) and the
-    Monte Carlo term log q - log p elsewhere. A site whose prior depends on another latent uses
-    the KL at the sampled parents, which keeps the estimate unbiased.
+    Monte Carlo term log q - log p elsewhere. A site whose prior depends on other latents uses
+    the KL at their sampled values where the guide samples them before the site (top-down
+    guides), which keeps the estimate unbiased; where the guide samples the site first (a
+    bottom-up guide, z_1 before z_2 under p(z_2) p(z_1 | z_2)) that KL would be biased, and the
+    site takes the Monte Carlo term.
 
     References: Kingma & Welling 2014, "Auto-Encoding Variational Bayes" (eq. 10).
     """

@@ -12,8 +12,10 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..registry import Registry
-from . import direct
-from .weights import LogWeights, guess_max_plate_nesting
+from .direct import applies
+from .draw import draw
+from .traced import TracedLogWeights, guess_max_plate_nesting
+from .weights import LogWeights
 
 WARMUP_UNITS = ("steps", "epochs")
 
@@ -50,14 +52,13 @@ class Estimator(ELBO):
             objective of the last step is kept in ``last_objective`` for logging.
         kl_warmup, kl_warmup_unit, kl_warmup_start: KL warm-up: beta rises linearly from
             ``kl_warmup_start`` to ``kl_weight`` over ``kl_warmup`` "steps" or "epochs".
-        fast_path: compute pyrovae's own VAE's log weights directly, without tracing
-            (:mod:`pyrovae.estimators.direct`; the same numbers); False always traces. None
-            takes ``Estimator.fast_path_default`` (True).
+        fast_path: compute the log weights directly, without tracing, for a model and guide
+            that offer it (pyrovae's VAE; :mod:`pyrovae.estimators.direct`; the same numbers);
+            False always traces. None takes ``Estimator.fast_path_default`` (True).
     """
 
     name: ClassVar[str]
     supports_score_function: ClassVar[bool] = False  # non-reparameterized guide sites
-    needs_stop_guide: ClassVar[bool] = False
     needs_grad_scale: ClassVar[bool] = False
     detach_latents: ClassVar[bool] = False
     fast_path_default: ClassVar[bool] = True  # False makes every estimator trace (debugging)
@@ -99,7 +100,7 @@ class Estimator(ELBO):
     # -- shared machinery ---------------------------------------------------------------------
     def uses_fast_path(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> bool:
         """Whether ``log_weights`` skips tracing for this model and guide (pyrovae's VAE)."""
-        return self.fast_path and direct.applies(model, guide, args, kwargs)
+        return self.fast_path and applies(model, guide, args, kwargs)
 
     def plate_nesting(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> int:
         if self.max_plate_nesting is not None:
@@ -119,23 +120,23 @@ class Estimator(ELBO):
         num_particles: int | None = None,
         for_gradient: bool = True,
     ) -> LogWeights:
-        """Draw the particles; ``for_gradient`` adds the stop-gradient machinery it needs."""
+        """Draw the particles; ``for_gradient`` adds the gradient machinery the estimator needs."""
         fast = self.uses_fast_path(model, guide, args, kwargs)
-        w = direct.draw(
+        w = draw(
             model, guide, args, kwargs, fast=fast,
             num_particles=num_particles or self.num_draws,
             max_plate_nesting=None if fast else self.plate_nesting(model, guide, args, kwargs),
             detach_latents=self.detach_latents,
-            stop_guide=for_gradient and self.needs_stop_guide,
             grad_scale_latents=for_gradient and self.needs_grad_scale,
         )  # fmt: skip
-        if for_gradient and w.log_q_score is not None and not self.supports_score_function:
+        if for_gradient and not self.supports_score_function:
             w.require_reparam(self.name)
         return w
 
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple:
         """Pyro's hook: the model and guide traces of one vectorized draw."""
-        w = self.log_weights(model, guide, args, kwargs, for_gradient=False)
+        w = TracedLogWeights(model, guide, args, kwargs, num_particles=self.num_draws,
+                             max_plate_nesting=self.plate_nesting(model, guide, args, kwargs))  # fmt: skip
         return w.model_trace, w.guide_trace
 
     # -- what subclasses define ---------------------------------------------------------------
@@ -189,7 +190,10 @@ class Estimator(ELBO):
     def objective(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, kl_weight: float) -> Tensor:
         """``differentiable_loss`` at a given beta, without touching the step counter: a pure
         function of the parameters and the noise, which torch.compile can capture once."""
-        w = self.log_weights(model, guide, args, kwargs)
+        return self._objective(self.log_weights(model, guide, args, kwargs), kl_weight)
+
+    def _objective(self, w: LogWeights, kl_weight: float) -> Tensor:
+        """The negated scaled bound with the gradient of the estimator's surrogate, from a draw."""
         bound = self._bound(w)
         surrogate = self._surrogate(w, kl_weight)
         if self.kl_weight != 1.0 or self.kl_warmup > 0:  # the scaled objective, for logging

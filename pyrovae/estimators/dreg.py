@@ -26,7 +26,6 @@ class DReG(Estimator):
     for Monte Carlo Objectives".
     """
 
-    needs_stop_guide = True
     needs_grad_scale = True
 
     def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:

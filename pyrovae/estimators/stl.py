@@ -26,8 +26,6 @@ class StickingTheLanding(Estimator):
     Estimators for Monte Carlo Objectives".
     """
 
-    needs_stop_guide = True
-
     def __init__(self, num_particles: int = 1, iwae: bool = False, **kwargs) -> None:
         super().__init__(num_particles=num_particles, **kwargs)
         self.iwae = bool(iwae)

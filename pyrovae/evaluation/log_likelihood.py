@@ -10,8 +10,9 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..estimators.direct import applies, draw
-from ..estimators.weights import guess_max_plate_nesting
+from ..estimators.direct import applies
+from ..estimators.draw import draw
+from ..estimators.traced import SubsamplePin, guess_max_plate_nesting
 
 
 def log_likelihood(
@@ -21,6 +22,7 @@ def log_likelihood(
     num_samples: int = 5000,
     chunk_size: int = 250,
     max_plate_nesting: int | None = None,
+    subsample_pin: SubsamplePin | None = None,
     **kwargs: Any,
 ) -> Tensor:
     """log p(x_i) ~ log (1/K) sum_k p(x_i, z_k) / q(z_k | x_i), z_k ~ q: one value a data point.
@@ -30,19 +32,26 @@ def log_likelihood(
     estimate is the IWAE(K) bound: a lower bound in expectation, tight as K grows.
 
     Returns a tensor ``[B]`` on the model's device (unscaled: any mini-batch factor is ignored).
+    Every chunk scores the same data points: a plate that draws its own subsample
+    (``subsample_size=B``) draws it once, in the first chunk, and ``subsample_pin`` (a
+    :class:`~pyrovae.estimators.SubsamplePin`) holds those indices afterwards, or passes in the
+    ones of an earlier draw.
 
     References: Burda, Grosse & Salakhutdinov 2016, "Importance Weighted Autoencoders".
     """
     if num_samples < 1 or chunk_size < 1:
         raise ConfigError(f"num_samples and chunk_size must be >= 1, got {num_samples} and {chunk_size}")
-    if max_plate_nesting is None and not applies(model, guide, args, kwargs):
+    fast = applies(model, guide, args, kwargs)
+    if max_plate_nesting is None and not fast:
         max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
+    pin = SubsamplePin() if subsample_pin is None else subsample_pin
     running: Tensor | None = None
     with torch.no_grad():
         done = 0
         while done < num_samples:
             k = min(chunk_size, num_samples - done)
-            w = draw(model, guide, args, kwargs, num_particles=k, max_plate_nesting=max_plate_nesting)
+            w = draw(model, guide, args, kwargs, num_particles=k, max_plate_nesting=max_plate_nesting, fast=fast,
+                     pin=pin)  # fmt: skip
             chunk = torch.logsumexp(w.log_w(), dim=0)  # [B]
             running = chunk if running is None else torch.logaddexp(running, chunk)
             done += k

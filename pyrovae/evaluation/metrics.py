@@ -7,10 +7,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
-from ..estimators.direct import applies, draw
-from ..estimators.weights import guess_max_plate_nesting, logmeanexp
+from ..errors import ConfigError
+from ..estimators.direct import applies
+from ..estimators.draw import draw
+from ..estimators.traced import SubsamplePin, TracedLogWeights, guess_max_plate_nesting
+from ..estimators.weights import logmeanexp
 from .log_likelihood import log_likelihood
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -19,9 +23,12 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 def active_units(posterior_means: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
     """Units u with Cov_x(E_q[z_u | x]) > threshold over the data set (Burda et al. 2016).
 
-    ``posterior_means`` is ``[N, z_dim]``: E_q[z | x_n] for each data point.
+    ``posterior_means`` is ``[N, z_dim]``: E_q[z | x_n] for each data point, N >= 2 (a variance
+    over one point is undefined).
     References: Burda, Grosse & Salakhutdinov 2016, "Importance Weighted Autoencoders" (sec. 5.2).
     """
+    if posterior_means.shape[0] < 2:
+        raise ConfigError(f"active units need the posterior means of >= 2 data points, got {posterior_means.shape[0]}")
     return int((posterior_means.var(dim=0) > threshold).sum().item())
 
 
@@ -34,10 +41,9 @@ def _posterior_mean(guide: Callable, x: Tensor, guide_trace: Any, nesting: int) 
         return None
     values = [
         s["value"] for s in guide_trace.nodes.values()
-        if s["type"] == "sample" and not s["is_observed"] and s["cond_indep_stack"]
+        if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
     ]  # fmt: skip
-    b = x.shape[0]
-    return torch.cat([v.mean(0).reshape(b, -1) for v in values], dim=-1)  # [K, B, *event] -> [B, -1]
+    return torch.cat([v.mean(0).reshape(v.shape[1], -1) for v in values], dim=-1)  # [K, B, *event] -> [B, -1]
 
 
 def evaluate_model(
@@ -59,7 +65,7 @@ def evaluate_model(
     - ``reconstruction``, ``kl``: those two terms.
     - ``iwae_bound``: IWAE(K) at K = ``num_particles`` (the training K).
     - ``log_likelihood``: the importance-sampled log p(x) at K = ``num_samples`` (0 skips it).
-    - ``active_units`` (Burda et al. 2016) and ``seconds``.
+    - ``active_units`` (Burda et al. 2016; from two data points on) and ``seconds``.
     All in nats per data point. ``per_point=True`` adds ``points``: each data point's
     ``elbo``, ``iwae_bound`` and ``log_likelihood`` as lists.
     """
@@ -80,17 +86,19 @@ def evaluate_model(
             if nesting is None:
                 fast = applies(model, guide, args, kwargs)
                 nesting = 1 if fast else guess_max_plate_nesting(model, guide, args, kwargs)
-            w = draw(model, guide, args, kwargs, num_particles=elbo_particles, max_plate_nesting=nesting)
+            pin = SubsamplePin()  # every measure of this batch on the same data points
+            w = draw(model, guide, args, kwargs, num_particles=elbo_particles, max_plate_nesting=nesting, pin=pin)
             recon, kl = w.log_lik.mean(0), w.kl().mean(0)
             add("reconstruction", recon)
             add("kl", kl)
             add("elbo", recon - kl)
-            means.append(_posterior_mean(guide, x, w.guide_trace, nesting))
-            w = draw(model, guide, args, kwargs, num_particles=num_particles, max_plate_nesting=nesting)
+            means.append(_posterior_mean(guide, x, w.guide_trace if isinstance(w, TracedLogWeights) else None,
+                                         nesting))  # fmt: skip
+            w = draw(model, guide, args, kwargs, num_particles=num_particles, max_plate_nesting=nesting, pin=pin)
             add("iwae_bound", logmeanexp(w.log_w(), 0))
             if num_samples:
-                ll = log_likelihood(model, guide, *args, num_samples=num_samples,
-                                    chunk_size=chunk_size, max_plate_nesting=nesting, **kwargs)  # fmt: skip
+                ll = log_likelihood(model, guide, *args, num_samples=num_samples, chunk_size=chunk_size,
+                                    max_plate_nesting=nesting, subsample_pin=pin, **kwargs)  # fmt: skip
                 add("log_likelihood", ll)
             n += x.shape[0]
     out: dict[str, Any] = {k: v.item() / n for k, v in sums.items()}
@@ -98,7 +106,7 @@ def evaluate_model(
     if num_samples:
         out["log_likelihood_samples"] = num_samples
     out["elbo_particles"] = elbo_particles
-    if all(m is not None for m in means):
+    if all(m is not None for m in means) and sum(m.shape[0] for m in means) >= 2:
         out["active_units"] = active_units(torch.cat(means))
     out["num_points"] = n
     if per_point:

@@ -59,11 +59,12 @@ def evaluate_loaded(
 
 def evaluate_run(run_dir: str | Path, num_samples: int | None = None, device: str | None = None) -> dict[str, Any]:
     """Load a run directory's config and checkpoint and evaluate it (see :func:`evaluate_loaded`)."""
-    from ..training import CHECKPOINT_FILE, CONFIG_FILE, build_vae, load_images, resolve_device
+    from ..training import CHECKPOINT_FILE, CONFIG_FILE, build_vae, check_run_dir, load_images, resolve_device
 
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).exists():
         raise ConfigError(f"{run_dir} is not a pyrovae run directory (no {CONFIG_FILE})")
+    check_run_dir(run_dir)  # it writes evaluation.json and the grids there
     cfg = load_config(run_dir / CONFIG_FILE).validate()
     if num_samples is not None and num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")

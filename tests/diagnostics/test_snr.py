@@ -64,3 +64,17 @@ def test_stl_guide_gradient_at_the_posterior_counts_as_zero(lg):
 
 def test_loglog_slope_of_a_power_law():
     assert loglog_slope([1, 2, 4, 8], [3 * k**-0.5 for k in (1, 2, 4, 8)]) == pytest.approx(-0.5)
+
+
+def test_the_batch_stays_fixed_under_a_plate_that_draws_its_subsample():
+    import dataclasses
+
+    from ..conformance.cases import build
+    from ..estimators.test_subsample import CHAIN
+
+    pair = build(dataclasses.replace(CHAIN, plate="size"), seed=0, perturb=0.3)
+    groups = {"model": list(pair.model.parameters()), "guide": list(pair.guide.parameters())}
+    gradient_snr(estimators.make("dreg", num_particles=3), pair.model, pair.guide, *pair.args, groups=groups,
+                 num_draws=20, num_blocks=4, bootstrap=10)  # fmt: skip
+    seen = pair.model.seen + pair.guide.seen
+    assert len(seen) >= 40 and all(torch.equal(s, seen[0]) for s in seen)

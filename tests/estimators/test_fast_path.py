@@ -1,6 +1,7 @@
 """The fast path (pyrovae's VAE without tracing) computes what the traced path computes."""
 
 import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 import pyrovae
 from pyrovae import estimators
 from pyrovae.estimators import direct
+from pyrovae.vae import VAEGuide, VAEModel
 
 from .test_linear_gaussian import CASES
 
@@ -76,7 +78,9 @@ def test_handlers_switch_the_fast_path_off_but_svi_parameter_capture_does_not():
     with poutine.trace(param_only=True) as capture:
         assert direct.applies(vae.model, vae.guide, args, kwargs)
         estimators.make("elbo").loss(vae.model, vae.guide, x)
-    assert {s["name"] for s in capture.trace.nodes.values() if s["type"] == "param"}  # SVI sees them
+    seen = {s["name"] for s in capture.trace.nodes.values() if s["type"] == "param"}  # what SVI optimizes
+    own = {f"{vae.name}.{part}$$${n}" for part in ("model", "guide") for n, _ in getattr(vae, part).named_parameters()}
+    assert seen == own
     assert not direct.applies(lambda x: vae.model(x), vae.guide, args, kwargs)
     assert not direct.applies(vae.model, vae.guide, (x, 3), kwargs)
 
@@ -87,3 +91,97 @@ def test_svi_on_the_fast_path_trains():
     svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 0.05}), loss=est)
     losses = [svi.step(x) for _ in range(40)]
     assert sum(losses[-5:]) < sum(losses[:5])
+
+
+# -- a subclass gets the fast path only for what it samples ---------------------------------------
+class WidePrior(VAEModel):
+    """Changes only its prior, to N(0, 3^2): the fast path is built from prior(), so it applies."""
+
+    def prior(self, batch_size):
+        return dist.Normal(self.prior_loc, 3.0 * self.prior_scale).expand([batch_size, self.z_dim]).to_event(1)
+
+
+class OwnForward(VAEModel):
+    """Samples the same sites with its own forward (here a wider prior written out): the inherited
+    direct computation does not know it, so it is traced."""
+
+    def forward(self, x=None, num_data=None, batch_size=None):
+        with pyro.plate("data", x.shape[0]):
+            prior = dist.Normal(self.prior_loc, 3.0 * self.prior_scale).expand([x.shape[0], self.z_dim])
+            z = pyro.sample("z", prior.to_event(1))
+            return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+
+
+class OwnForwardAndDirect(OwnForward):
+    """Says how to compute what its forward samples: log_prob_terms, and prior() for the KL."""
+
+    prior = WidePrior.prior
+
+    def log_prob_terms(self, x, z):
+        lik = self.likelihood(self.decoder(z)).log_prob(x)
+        return lik, dist.Normal(self.prior_loc, 3.0 * self.prior_scale).log_prob(z).sum(-1)
+
+
+class GuideOwnForward(VAEGuide):
+    def forward(self, x, num_data=None, batch_size=None):
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample("z", self.distribution(x))
+
+
+def losses(model, guide, x, name="elbo"):
+    """The loss on the fast path (where it applies), traced, and through a plain function (which
+    only tracing can run), for the same noise."""
+    out = {}
+    for key, fn_model, fast in (("default", model, True), ("traced", model, False),
+                                ("plain", lambda *a, **k: model(*a, **k), True)):  # fmt: skip
+        torch.manual_seed(4)
+        out[key] = estimators.make(name, num_particles=4, fast_path=fast).loss(fn_model, guide, x)
+    return out
+
+
+def test_a_subclass_that_changes_only_its_prior_gets_the_traced_result():
+    vae, x = vae_and_data("bernoulli")
+    model = WidePrior(vae.model.decoder, vae.likelihood, vae.z_dim, vae.model.pyro_name)
+    assert direct.applies(model, vae.guide, (x,), {})
+    got = losses(model, vae.guide, x)
+    assert got["default"] == pytest.approx(got["traced"], rel=1e-12)
+    assert got["default"] == pytest.approx(got["plain"], rel=1e-12)
+    assert got["default"] != pytest.approx(losses(vae.model, vae.guide, x)["default"], rel=1e-3)  # N(0, 9) matters
+
+
+@pytest.mark.parametrize("cls, fast", [(OwnForward, False), (OwnForwardAndDirect, True)])
+def test_a_subclass_that_overrides_forward_is_traced_unless_it_computes_directly_too(cls, fast):
+    vae, x = vae_and_data("bernoulli")
+    model = cls(vae.model.decoder, vae.likelihood, vae.z_dim, vae.model.pyro_name)
+    assert direct.applies(model, vae.guide, (x,), {}) is fast
+    got = losses(model, vae.guide, x)
+    assert got["default"] == pytest.approx(got["plain"], rel=1e-12)
+    assert got["traced"] == pytest.approx(got["plain"], rel=1e-12)
+    # the same model as WidePrior, which takes the fast path: tracing one equals the other
+    wide = WidePrior(vae.model.decoder, vae.likelihood, vae.z_dim, vae.model.pyro_name)
+    assert got["default"] == pytest.approx(losses(wide, vae.guide, x)["default"], rel=1e-12)
+
+
+def test_the_traced_test_vae_is_traced_everywhere():
+    """The `lg` fixture's "vae-traced" variant: subclasses with their own forward."""
+    from models import linear_gaussian_vae
+
+    for traced in (False, True):
+        model, guide = linear_gaussian_vae(traced=traced)
+        assert direct.applies(model, guide, (model.sample(2),), {}) is not traced
+
+
+def test_a_guide_that_overrides_forward_is_traced():
+    vae, x = vae_and_data("bernoulli")
+    guide = GuideOwnForward(vae.guide.encoder, vae.guide.pyro_name)
+    assert not direct.applies(vae.model, guide, (x,), {})
+    got = losses(vae.model, guide, x)
+    assert got["default"] == pytest.approx(got["traced"], rel=1e-12)
+
+
+def test_an_instance_whose_forward_was_replaced_is_traced():
+    vae, x = vae_and_data("bernoulli")
+    model = WidePrior(vae.model.decoder, vae.likelihood, vae.z_dim, vae.model.pyro_name)
+    assert direct.applies(model, vae.guide, (x,), {})
+    model.forward = OwnForward.forward.__get__(model)
+    assert not direct.applies(model, vae.guide, (x,), {})
