@@ -1,35 +1,63 @@
-"""``pyrovae`` command line: a thin layer over :func:`pyrovae.train` and friends."""
+"""``pyrovae`` command line: a thin layer over :func:`pyrovae.train` and friends.
+
+Every error the user can cause is one line on stderr, ``pyrovae: error: ...``, and exit status 2:
+a bad flag, name, option, file or checkpoint, or a folder that cannot be written. SIGINT and
+SIGTERM during training write a checkpoint and exit with one line and status 130 or 143 (128 plus
+the signal's number).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
-from .config import FIELDS, Config, from_dict, parse_value
+from .config import FIELDS, Config, choices, from_dict, parse_value
 from .config import load as load_config
-from .errors import PyrovaeError
+from .errors import PyrovaeError, TrainingInterrupted
+
+DESCRIPTION = "Train, evaluate and compare variational autoencoders (VAEs) on Pyro and PyTorch."
 
 DICT_FLAGS = {"likelihood_options": "likelihood-option", "estimator_options": "estimator-option"}
+DICT_EXAMPLES = {"likelihood_options": "scale=per_dim", "estimator_options": "alpha=0.5"}
+METAVARS = {"data_path": "PATH", "device": "NAME"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error on one line, like every other error (the usage is in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"pyrovae: error: {message} (see: {self.prog} --help)\n")
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per config key: ``--num-particles 5``; options as ``--likelihood-option k=v``."""
+    """One flag per config key: ``--num-particles 5``; options as ``--likelihood-option k=v``.
+    Each flag's help is the key's own line, its valid names where there is a fixed set, and its default."""
+    from .estimators import PYRO_PREFIX
+
     defaults = Config()
+    valid = {name: ", ".join(names) for name, names in choices().items()}
+    valid["estimator"] += f", or {PYRO_PREFIX}<class> for one of Pyro's own ELBOs ({PYRO_PREFIX}Trace_ELBO, ...)"
     p.add_argument("--config", metavar="FILE", help="TOML file of config keys (flags override it)")
-    for name in FIELDS:
+    for name, f in FIELDS.items():
         default = getattr(defaults, name)
+        text = f.metadata["help"] + (f"; one of: {valid[name]}" if name in valid else "")
+        flag = f"--{DICT_FLAGS.get(name, name.replace('_', '-'))}"
         if name in DICT_FLAGS:
-            p.add_argument(f"--{DICT_FLAGS[name]}", dest=name, action="append", metavar="KEY=VALUE",
-                           help=f"one entry of {name} (repeatable)")  # fmt: skip
+            kind = name.split("_")[0]
+            p.add_argument(flag, dest=name, action="append", metavar="KEY=VALUE",
+                           help=f"{text}, one a flag (repeatable), e.g. {DICT_EXAMPLES[name]}; "
+                                f"each {kind}'s options: pyrovae list")  # fmt: skip
         elif isinstance(default, list):
-            p.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="N,N",
-                           help=f"comma-separated (default {','.join(map(str, default))})")  # fmt: skip
+            p.add_argument(flag, dest=name, metavar="N,N",
+                           help=f"{text}; comma-separated; default: {','.join(map(str, default))}")  # fmt: skip
         else:
             kind = type(default)
-            p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, metavar=kind.__name__.upper(),
-                           help=f"(default {default!r})")  # fmt: skip
+            metavar = METAVARS.get(name) or ("NAME" if name in valid else {int: "N", float: "X"}.get(kind, "TEXT"))
+            shown = default if default != "" else "none"
+            p.add_argument(flag, dest=name, type=kind, metavar=metavar, help=f"{text}; default: {shown}")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -62,8 +90,6 @@ def _config(args: argparse.Namespace) -> Config | None:
     if args.resume and not overrides:
         return None  # the run's own config
     if args.resume:
-        from pathlib import Path
-
         from .training import CONFIG_FILE
 
         saved = Path(args.out) / CONFIG_FILE
@@ -110,6 +136,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import GridSpec, compare
+    from .training import check_run_dir
 
     overrides: dict[str, Any] = {}
     for key in ("estimators", "likelihoods", "seeds", "workers", "eval_num_samples", "psis_samples",
@@ -130,6 +157,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             base[key.strip().replace("-", "_")] = parse_value(text.strip())
         overrides["base"] = base
     spec = GridSpec.load(args.config, overrides) if args.config else GridSpec.from_dict(overrides)
+    check_run_dir(args.out, create=True)  # a file in the way or a read-only folder: before any line
     n = len(spec.cells())
     done = []
 
@@ -154,31 +182,44 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyrovae", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train a VAE and evaluate it on the test set")
-    t.add_argument("--out", default="runs/default", metavar="DIR", help="run directory")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    from . import likelihoods
+    from .training import RESUMABLE
+
+    p = _Parser(prog="pyrovae", description=DESCRIPTION)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do; COMMAND --help for more")
+    t = sub.add_parser("train", help="train a VAE and evaluate it on the test set",
+                       description="Train a VAE and evaluate it on the test set. Flags override --config.")  # fmt: skip
+    t.add_argument("--out", default="runs/default", metavar="DIR", help="run directory (default: runs/default)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint, exactly; of the other flags only these may "
+                        f"change: {', '.join('--' + k.replace('_', '-') for k in sorted(RESUMABLE))}")  # fmt: skip
+    t.add_argument("--quiet", action="store_true", help="no progress bar, epoch lines or notices")
     _add_config_flags(t)
     t.set_defaults(fn=_cmd_train)
-    e = sub.add_parser("evaluate", help="evaluate a run directory (evaluation.json, PNG grids)")
-    e.add_argument("run_dir", metavar="RUN_DIR")
+    e = sub.add_parser("evaluate", help="evaluate a run directory (evaluation.json, PNG grids)",
+                       description="Evaluate a run directory: evaluation.json and PNG grids of samples and "
+                                   "reconstructions.")  # fmt: skip
+    e.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
     e.add_argument("--num-samples", type=int, default=None, metavar="K",
                    help="K of the IS log-likelihood (default: the run's eval_num_samples)")  # fmt: skip
-    e.add_argument("--device", default=None)
+    e.add_argument("--device", default=None, metavar="NAME",
+                   help="torch device: auto, cpu, cuda or cuda:N (default: the run's device)")  # fmt: skip
     e.set_defaults(fn=_cmd_evaluate)
-    c = sub.add_parser("compare", help="run a fair grid of estimators and write a report")
+    c = sub.add_parser("compare", help="run a fair grid of estimators and write a report",
+                       description="Run a grid of estimators x likelihoods x seeds, one budget for all, and "
+                                   "write a report.")  # fmt: skip
     c.add_argument("--config", metavar="FILE", help="TOML comparison spec (flags override it)")
-    c.add_argument("--out", default="runs/compare", metavar="DIR", help="comparison directory")
+    c.add_argument("--out", default="runs/compare", metavar="DIR", help="comparison directory (default: runs/compare)")
     c.add_argument("--estimators", nargs="+", metavar="SPEC",
-                   help="name[:K[:key=value,...]], e.g. elbo iwae:5 dreg:50 renyi:5:alpha=0.5")  # fmt: skip
-    c.add_argument("--likelihoods", nargs="+", metavar="NAME")
-    c.add_argument("--seeds", nargs="+", type=int, metavar="N")
-    c.add_argument("--epochs", type=int, help="budget: epochs per cell")
-    c.add_argument("--steps", type=int, help="budget: gradient steps per cell")
-    c.add_argument("--seconds", type=float, help="budget: training seconds per cell")
-    c.add_argument("--workers", type=int, help="cells run in this many processes at once")
+                   help="name[:K[:key=value,...]], e.g. elbo iwae:5 dreg:50 renyi:5:alpha=0.5; names: "
+                        + ", ".join(choices()["estimator"]))  # fmt: skip
+    c.add_argument("--likelihoods", nargs="+", metavar="NAME",
+                   help="likelihoods to compare; one of: " + ", ".join(likelihoods.names()))  # fmt: skip
+    c.add_argument("--seeds", nargs="+", type=int, metavar="N", help="seeds: each cell runs once a seed")
+    c.add_argument("--epochs", type=int, metavar="N", help="budget: epochs per cell")
+    c.add_argument("--steps", type=int, metavar="N", help="budget: gradient steps per cell")
+    c.add_argument("--seconds", type=float, metavar="X", help="budget: training seconds per cell")
+    c.add_argument("--workers", type=int, metavar="N", help="cells run in this many processes at once")
     c.add_argument("--eval-num-samples", type=int, metavar="K", help="K of the test log-likelihood")
     c.add_argument("--psis-samples", type=int, metavar="K", help="K for PSIS k-hat (>= 100)")
     c.add_argument("--snr-draws", type=int, metavar="R", help="gradient draws for the SNR")
@@ -187,17 +228,28 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a train config key for every cell (repeatable), e.g. --set hidden=[200]")  # fmt: skip
     c.set_defaults(fn=_cmd_compare)
-    ls = sub.add_parser("list", help="list the likelihoods and estimators with their options")
+    ls = sub.add_parser("list", help="list the likelihoods and estimators with their options",
+                        description="List the likelihoods and estimators with their options.")  # fmt: skip
     ls.set_defaults(fn=_cmd_list)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:  # --help (0), or a usage error already printed as one line (2)
+        return e.code if isinstance(e.code, int) else 0
     try:
         return args.fn(args)
+    except TrainingInterrupted as e:
+        print(f"pyrovae: {e}", file=sys.stderr)
+        return 128 + e.signum
     except PyrovaeError as e:
         print(f"pyrovae: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no (a full disk, a folder gone read-only) after the checks
+        where = f": {e.filename}" if e.filename else ""
+        print(f"pyrovae: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pyrovae: interrupted; the last checkpoint is intact", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
 from dataclasses import dataclass, field, fields
@@ -16,38 +17,47 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+def _key(default: Any, help: str) -> Any:
+    """A config key: its default and one line saying what it does (its CLI flag's help)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class Config:
     # data
-    dataset: str = "digits"  # "digits" (5,000 embedded MNIST images), "mnist" or "npz"
-    data_path: str = ""  # "mnist": cache folder (default ~/.cache/pyrovae/mnist); "npz": the file
-    binarization: str = "dynamic"  # binary likelihoods: "dynamic" (redrawn each epoch) or "fixed"
+    dataset: str = _key("digits", "the data: digits (5,000 MNIST images shipped with pyrovae), mnist (the full "
+                       "set, downloaded once) or npz (your own file, see data_path)")  # fmt: skip
+    data_path: str = _key("", "mnist: the cache folder (default ~/.cache/pyrovae/mnist); npz: the .npz file")
+    binarization: str = _key("dynamic", "for binary likelihoods: redraw the binary pixels every epoch (dynamic) or "
+                            "draw them once (fixed)")  # fmt: skip
     # model
-    likelihood: str = "bernoulli"  # pyrovae.likelihoods.names()
-    likelihood_options: dict[str, Any] = field(default_factory=dict)  # e.g. {scale = "per_dim"}
-    architecture: str = "mlp"  # "mlp" or "conv"
-    hidden: list[int] = field(default_factory=lambda: [400])  # MLP hidden sizes
-    activation: str = "relu"
-    z_dim: int = 50
+    likelihood: str = _key("bernoulli", "p(x | z), a registered likelihood")
+    likelihood_options: dict[str, Any] = _key({}, "options of the likelihood")
+    architecture: str = _key("mlp", "encoder and decoder: fully connected (mlp) or convolutional (conv)")
+    hidden: list[int] = _key([400], "hidden layer sizes of the MLP encoder (the decoder mirrors them)")
+    activation: str = _key("relu", "the nonlinearity between layers")
+    z_dim: int = _key(50, "size of the latent code z")
     # estimator
-    estimator: str = "elbo"  # pyrovae.estimators.names()
-    num_particles: int = 1  # K
-    estimator_options: dict[str, Any] = field(default_factory=dict)  # e.g. {alpha = 0.5}
+    estimator: str = _key("elbo", "the training objective and its gradient estimator")
+    num_particles: int = _key(1, "K, particles (samples of z) per data point")
+    estimator_options: dict[str, Any] = _key({}, "options of the estimator")
     # optimization
-    epochs: int = 200
-    max_steps: int = 0  # stop after this many gradient steps (0: no limit), mid-epoch if need be
-    max_seconds: float = 0.0  # stop after this much training time (0: no limit)
-    batch_size: int = 100
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
-    log_every: int = 50  # steps between host syncs: loss read, NaN check, progress bar
-    compile: str = "off"  # torch.compile the loss: "off", "default", "reduce-overhead" (CUDA graphs), "max-autotune"
+    epochs: int = _key(200, "passes over the training set")
+    max_steps: int = _key(0, "stop after this many gradient steps, mid-epoch if need be (0: no limit)")
+    max_seconds: float = _key(0.0, "stop after this much training time (0: no limit)")
+    batch_size: int = _key(100, "data points a gradient step")
+    lr: float = _key(1e-3, "Adam's learning rate")
+    seed: int = _key(0, "seed of torch's RNG: weights, shuffles, binarization, particles")
+    device: str = _key("auto", "torch device: auto (CUDA when present), cpu, cuda or cuda:N")
+    log_every: int = _key(50, "steps between host syncs: the loss read, the NaN check, the progress bar")
+    compile: str = _key("off", "torch.compile the loss (reduce-overhead captures CUDA graphs)")
     # evaluation
-    test_every: int = 1  # epochs between test-bound evaluations (the last epoch always)
-    eval_num_samples: int = 5000  # K of the IS log-likelihood after training; 0 skips it
-    eval_chunk_size: int = 250  # particles at a time in that estimate (memory)
-    eval_batch_size: int = 100  # test points at a time in evaluation
+    test_every: int = _key(1, "epochs between test-bound evaluations (the last epoch always has one)")
+    eval_num_samples: int = _key(5000, "K of the importance-sampled test log-likelihood after training (0 skips it)")
+    eval_chunk_size: int = _key(250, "particles at a time in that estimate (memory)")
+    eval_batch_size: int = _key(100, "test points at a time in evaluation")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -55,15 +65,12 @@ class Config:
     def validate(self) -> Config:
         """Check every name and option now, so a typo fails before any training."""
         from . import estimators, likelihoods
-        from .data import BINARIZATIONS, DATASETS
-        from .vae import ARCHITECTURES
 
-        _one_of("dataset", self.dataset, sorted(DATASETS))
+        for name, valid in choices().items():
+            if name not in ("likelihood", "estimator"):  # their registries' make says it, below
+                _one_of(name, getattr(self, name), valid)
         if self.dataset == "npz" and not self.data_path:
             raise ConfigError("dataset 'npz' needs data_path, the .npz file to read")
-        _one_of("binarization", self.binarization, BINARIZATIONS)
-        _one_of("architecture", self.architecture, ARCHITECTURES)
-        _one_of("compile", self.compile, COMPILE_MODES)
         likelihoods.make(self.likelihood, x_dim=1, **self.likelihood_options)
         estimators.make(self.estimator, num_particles=self.num_particles,
                         **self.estimator_options)  # fmt: skip
@@ -89,6 +96,21 @@ def _one_of(key: str, value: str, valid: Any) -> None:
 
 FIELDS = {f.name: f for f in fields(Config)}
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+
+
+def choices() -> dict[str, list[str]]:
+    """The valid values of each key that takes a name from a fixed set, from the registries and
+    constants that define them (``estimator`` also takes ``pyro.<ELBO class>``)."""
+    from . import estimators, likelihoods
+    from .data import BINARIZATIONS, DATASETS
+    from .networks import ACTIVATIONS
+    from .vae import ARCHITECTURES
+
+    return {
+        "dataset": sorted(DATASETS), "binarization": list(BINARIZATIONS), "likelihood": likelihoods.names(),
+        "architecture": list(ARCHITECTURES), "activation": sorted(ACTIVATIONS), "estimator": estimators.names(),
+        "compile": list(COMPILE_MODES),
+    }  # fmt: skip
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -130,6 +152,8 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
         values = tomllib.loads(path.read_text())
     except FileNotFoundError as e:
         raise ConfigError(f"config file {path} does not exist") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
     cfg = from_dict(values)

@@ -25,3 +25,15 @@ class CheckpointError(PyrovaeError, RuntimeError):
 
 class TrainingDiverged(PyrovaeError, RuntimeError):
     """The loss or a parameter became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(PyrovaeError):
+    """SIGINT or SIGTERM stopped training; a checkpoint of the state at that step was written
+    first, and ``resume=True`` continues from it exactly. ``signum`` is the signal's number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    def __reduce__(self) -> tuple:  # across processes (compare's workers), signum included
+        return type(self), (str(self), self.signum)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,13 +21,15 @@ from tqdm.auto import tqdm
 from . import checkpoint, data, estimators
 from .config import Config, from_dict, to_toml
 from .config import load as load_config
-from .errors import ConfigError, TrainingDiverged
+from .errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
+from .estimators.direct import offers_direct
 from .vae import VAE
 
 CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE = "config.toml", "checkpoint.pt", "metrics.jsonl"
 # Settings a resumed run may change; everything else must match the run's own config.
 RESUMABLE = {"epochs", "max_steps", "max_seconds", "device", "log_every", "compile", "eval_num_samples",
              "eval_chunk_size", "eval_batch_size"}  # fmt: skip
+PROBE_PREFIX = ".pyrovae-write-test-"  # check_run_dir's probe file
 
 
 @dataclass
@@ -84,9 +89,14 @@ def is_scaled(estimator: pyro.infer.ELBO) -> bool:
     return isinstance(estimator, estimators.Estimator) and (estimator.kl_weight != 1.0 or estimator.kl_warmup > 0)
 
 
-def compile_refusal(estimator: pyro.infer.ELBO) -> str | None:
+def fast_path(estimator: pyro.infer.ELBO, vae: VAE) -> bool:
+    """Whether training steps compute the VAE's log weights directly, without tracing."""
+    return isinstance(estimator, estimators.Estimator) and estimator.fast_path and offers_direct(vae.model, vae.guide)
+
+
+def compile_refusal(estimator: pyro.infer.ELBO, vae: VAE) -> str | None:
     """Why the loss of ``estimator`` is not compiled (None: it can be)."""
-    if not isinstance(estimator, estimators.Estimator) or not estimator.fast_path:
+    if not fast_path(estimator, vae):
         return "it is traced by Pyro"
     if estimator.needs_grad_scale:
         return "its gradient hooks do not survive torch.compile"
@@ -99,14 +109,19 @@ def compile_refusal(estimator: pyro.infer.ELBO) -> str | None:
 
 def step_path(estimator: pyro.infer.ELBO, vae: VAE, compile_mode: str = "off") -> str:
     """One line: how a training step computes its loss."""
-    if isinstance(estimator, estimators.Estimator) and estimator.fast_path:
+    if fast_path(estimator, vae):
         sleep = " (its sleep phase traces the model)" if getattr(estimator, "sleep_phi", False) else ""
         line = f"training step: fast path, the VAE's log weights without tracing{sleep}"
     else:
-        why = "fast_path=false" if isinstance(estimator, estimators.Estimator) else "Pyro's own estimator"
+        if not isinstance(estimator, estimators.Estimator):
+            why = "Pyro's own estimator"
+        elif not estimator.fast_path:
+            why = "fast_path=false"
+        else:
+            why = "the model or guide does not compute its log weights directly"
         line = f"training step: generic path, the model and guide traced by Pyro every step ({why})"
     if compile_mode != "off":
-        refusal = compile_refusal(estimator)
+        refusal = compile_refusal(estimator, vae)
         line += f"; torch.compile {compile_mode}" if refusal is None else f"; not compiled: {refusal}"
     return line
 
@@ -122,7 +137,7 @@ def make_step(
     compiled and eager steps see the same noise. Estimators whose gradient relies on tensor hooks
     (``dreg``, ``rws`` with DReG wake-phi) stay eager.
     """
-    if compile_mode == "off" or compile_refusal(estimator) is not None:
+    if compile_mode == "off" or compile_refusal(estimator, vae) is not None:
         return lambda x: _step(estimator, vae, x, n)
     import torch._inductor.config as inductor_config
 
@@ -155,25 +170,30 @@ def _step(estimator: pyro.infer.ELBO, vae: VAE, x: torch.Tensor, n: int) -> torc
         return torch.tensor(estimator.loss_and_grads(vae.model, vae.guide, x, num_data=n))
 
 
-def _resolve(config: Config | dict[str, Any] | None, run_dir: Path, resume: bool) -> Config:
+def _resolve(config: Config | dict[str, Any] | None, run_dir: Path, resume: bool) -> tuple[Config, list[str]]:
+    """The run's config, and for a resumed run the settings it changes ("epochs 2 -> 5")."""
     given = from_dict(config) if isinstance(config, dict) else config
     if not resume:
         if (run_dir / CHECKPOINT_FILE).exists():
             raise ConfigError(f"{run_dir} already holds a run; resume it (--resume) or choose another --out")
-        return (given or Config()).validate()
+        return (given or Config()).validate(), []
     if not (run_dir / CONFIG_FILE).exists():
-        raise ConfigError(f"cannot resume: {run_dir / CONFIG_FILE} does not exist")
+        raise ConfigError(f"cannot resume: {run_dir} holds no run (no {CONFIG_FILE}); start one without --resume")
+    if not (run_dir / CHECKPOINT_FILE).exists():
+        raise ConfigError(f"cannot resume: the run in {run_dir} stopped before its first checkpoint; "
+                          "start it afresh (the same command without --resume)")  # fmt: skip
     saved = load_config(run_dir / CONFIG_FILE)
     if given is None:
-        return saved.validate()
-    changed = [k for k, v in given.to_dict().items() if k not in RESUMABLE and saved.to_dict()[k] != v]
+        return saved.validate(), []
+    old, new = saved.to_dict(), given.to_dict()
+    changed = [k for k, v in new.items() if k not in RESUMABLE and old[k] != v]
     if changed:
         k = changed[0]
         raise ConfigError(
             f"cannot resume with {k}={getattr(given, k)!r}: the run used "
             f"{getattr(saved, k)!r}; a resumed run may change only {', '.join(sorted(RESUMABLE))}"
         )
-    return given.validate()
+    return given.validate(), [f"{k} {old[k]} -> {new[k]}" for k in new if old[k] != new[k]]
 
 
 def _check_finite(value: float, vae: VAE, step: int, epoch: int, run_dir: Path, last: int) -> None:
@@ -187,6 +207,97 @@ def _check_finite(value: float, vae: VAE, step: int, epoch: int, run_dir: Path, 
             f"the loss or a parameter became NaN or infinite by step {step} (epoch {epoch}); "
             f"training stopped and {kept}"
         )
+
+
+def _check_not_a_file(run_dir: Path) -> None:
+    for p in (run_dir, *run_dir.parents):
+        if p.is_dir():
+            return
+        if p.exists() or p.is_symlink():
+            raise ConfigError(f"cannot use {run_dir} as a run directory: {p} is a file, not a folder")
+
+
+def check_run_dir(run_dir: str | Path, *, create: bool = False) -> None:
+    """Raise :class:`ConfigError` with one line unless files can be written in ``run_dir``: a file
+    where it or a parent should be, a read-only folder or file system. ``create`` makes it first.
+    A probe file is written and removed, so what is checked is what the run will do."""
+    run_dir = Path(run_dir)
+    _check_not_a_file(run_dir)
+    try:
+        if create:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=PROBE_PREFIX, suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"cannot write in the run directory {run_dir}: {e.strerror or e}") from e
+
+
+def remove_partial_files(run_dir: Path) -> None:
+    """The temporary files a kill mid-write left in ``run_dir`` (the finished files are whole)."""
+    from .evaluation.report import EVALUATION_FILE
+
+    checkpoint.remove_partial(run_dir / CHECKPOINT_FILE)
+    for name in (CONFIG_FILE, METRICS_FILE, EVALUATION_FILE):
+        (run_dir / (name + ".tmp")).unlink(missing_ok=True)
+    for probe in run_dir.glob(PROBE_PREFIX + "*.tmp"):
+        probe.unlink(missing_ok=True)
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM set ``signum`` instead of stopping the process: the
+    training loop reads it between steps (a Python attribute, no device sync), writes a checkpoint
+    and stops. A second signal raises ``KeyboardInterrupt`` at once. The previous handlers come
+    back on exit; outside the main thread (where Python cannot take signals) it does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.getsignal(s)
+                signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, previous in self._previous.items():
+            signal.signal(s, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
+        self._previous.clear()
+
+
+def _partial_epoch(raw: Any, path: Path, n: int, batch_size: int, device: torch.device) -> dict[str, Any] | None:
+    """A checkpoint's record of an epoch cut short by a signal, checked against the data: the
+    epoch's shuffle, the batches taken, and the sums so far (on ``device``)."""
+    if raw is None:
+        return None
+    bad = f"checkpoint {path}: its partial epoch"
+    keys = ("order", "batches", "seen", "total", "objective", "seconds")
+    if not isinstance(raw, dict) or any(k not in raw for k in keys):
+        raise CheckpointError(f"{bad} needs {', '.join(keys)}")
+    order, batches = raw["order"], raw["batches"]
+    if not (isinstance(order, torch.Tensor) and order.dtype == torch.int64 and order.shape == (n,)
+            and torch.equal(order.sort().values, torch.arange(n, device=order.device))):  # fmt: skip
+        raise CheckpointError(f"{bad}: its order is not a shuffle of the {n} training points")
+    if not isinstance(batches, int) or not 0 <= batches <= -(-n // batch_size):
+        raise CheckpointError(f"{bad}: {batches!r} batches taken does not fit {n} points in batches of {batch_size}")
+    if raw["seen"] != min(batches * batch_size, n):
+        raise CheckpointError(f"{bad}: {raw['seen']!r} points seen in {batches} batches of {batch_size}")
+    for k in ("total", "objective"):
+        if not (isinstance(raw[k], torch.Tensor) and raw[k].dim() == 0 and raw[k].is_floating_point()):
+            raise CheckpointError(f"{bad}: {k} is not a number")
+    if not isinstance(raw["seconds"], (int, float)):
+        raise CheckpointError(f"{bad}: seconds is not a number")
+    return {"order": order.to(device), "batches": batches, "seen": raw["seen"], "total": raw["total"].to(device),
+            "objective": raw["objective"].to(device), "seconds": float(raw["seconds"])}  # fmt: skip
 
 
 def train(
@@ -212,12 +323,19 @@ def train(
     training early, mid-epoch if need be (that last epoch's line covers the data it saw).
     ``on_epoch(record)`` sees each epoch's metrics line; ``after_epoch(record, vae, estimator,
     dataset)`` may also measure the model (diagnostics), after the checkpoint is written.
-    ``notice(line)`` hears once which step the training takes (the fast path or Pyro's tracing).
+    ``notice(line)`` hears which step the training takes (the fast path or Pyro's tracing) and,
+    on resume, where it resumes and which settings changed.
+
+    Nothing is written before the config, the data, the model and (on resume) the checkpoint have
+    all been checked, so a bad input leaves the run directory as it was. SIGINT and SIGTERM during
+    training write a checkpoint of the state after the current step (mid-epoch: the epoch's
+    shuffle and sums so far come with it) and raise :class:`TrainingInterrupted`; resuming from it
+    gives the same numbers as a run never stopped. The previous signal handlers are restored.
     """
     run_dir = Path(out)
-    cfg = _resolve(config, run_dir, resume)
+    _check_not_a_file(run_dir)
+    cfg, changes = _resolve(config, run_dir, resume)
     device = resolve_device(cfg.device)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)
     images = load_images(cfg)
@@ -228,21 +346,33 @@ def train(
     # one multi-tensor Adam over every parameter: fused kernels on CUDA, foreach on the CPU
     fused = device.type == "cuda"
     optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr, fused=fused, foreach=None if fused else True)
-    metrics_path = run_dir / METRICS_FILE
+    metrics_path, ckpt_path = run_dir / METRICS_FILE, run_dir / CHECKPOINT_FILE
     ours = isinstance(estimator, estimators.Estimator)
-    epoch, step, metrics, train_seconds = 0, 0, [], 0.0
-    if resume:
-        state = checkpoint.load(run_dir / CHECKPOINT_FILE, map_location=device)
-        checkpoint.restore(vae, state["model"], run_dir / CHECKPOINT_FILE)
-        optimizer.load_state_dict(state["optimizer"])
-        checkpoint.set_rng_state(state["rng"])
-        epoch, step = int(state["epoch"]), int(state["step"])
-        train_seconds = float(state.get("train_seconds", 0.0))
+    n = dataset.num_train
+    epoch, step, metrics, train_seconds, partial = 0, 0, [], 0.0, None
+    if resume:  # everything is checked before the RNG state, the last thing restored
+        state = checkpoint.load(ckpt_path, map_location=device)
+        checkpoint.restore(vae, state["model"], ckpt_path)
+        checkpoint.restore_optimizer(optimizer, state["optimizer"], ckpt_path)
+        epoch, step = state["epoch"], state["step"]
+        train_seconds = state.get("train_seconds", 0.0)
+        if not isinstance(train_seconds, (int, float)):
+            raise CheckpointError(f"checkpoint {ckpt_path}: train_seconds is not a number")
+        partial = _partial_epoch(state.get("partial"), ckpt_path, n, cfg.batch_size, device)
+        if cfg.epochs < epoch:
+            raise ConfigError(f"cannot resume with epochs={cfg.epochs}: the run has done {epoch}; "
+                              f"give --epochs {epoch} or more")  # fmt: skip
+        checkpoint.set_rng_state(state["rng"], ckpt_path)
         if metrics_path.exists():  # drop lines of an epoch whose checkpoint was never written
             metrics = [m for m in _read_lines(metrics_path) if m["epoch"] <= epoch]
+    # the first write: the run directory, cleared of what a kill mid-write left
+    check_run_dir(run_dir, create=True)
+    remove_partial_files(run_dir)
     if notice is not None:
+        if resume:
+            where = f"in epoch {epoch + 1} at batch {partial['batches']}" if partial else f"after epoch {epoch}"
+            notice(f"resuming {run_dir} {where} (step {step})" + (f"; {', '.join(changes)}" if changes else ""))
         notice(step_path(estimator, vae, cfg.compile))
-    n = dataset.num_train
     step_fn = make_step(estimator, vae, n, cfg.compile)
     _write_text(run_dir / CONFIG_FILE, to_toml(cfg))
     _write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in metrics))
@@ -253,8 +383,8 @@ def train(
     bar = tqdm(total=total_steps, initial=step,
                disable=not progress, unit="step", dynamic_ncols=True)  # fmt: skip
     last_good = epoch
-    stopped = False
-    with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+    stopped = bool(cfg.max_steps and step >= cfg.max_steps)  # a resumed run may have no steps left
+    with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False), StopSignals() as signals, bar:
         if not resume:  # where the curve starts: the untrained model's test bound
             start = time.perf_counter()
             with torch.no_grad():
@@ -264,12 +394,17 @@ def train(
         while epoch < cfg.epochs and not stopped:
             epoch += 1
             start = time.perf_counter()
-            total = torch.zeros((), device=device)
-            seen = 0
-            objective = torch.zeros((), device=device)
+            if partial is not None:  # the rest of an epoch a signal cut short
+                order, taken, seen = partial["order"], partial["batches"], partial["seen"]
+                total, objective, before = partial["total"], partial["objective"], partial["seconds"]
+                partial = None
+            else:
+                order, taken, seen, before = dataset.epoch_order(), 0, 0, 0.0
+                total = torch.zeros((), device=device)
+                objective = torch.zeros((), device=device)
             if ours:  # the KL schedule's clock, set again after a resume
                 estimator.num_steps, estimator.epoch = step, epoch - 1
-            for x in dataset.train_batches(cfg.batch_size):
+            for x in dataset.train_batches(cfg.batch_size, order=order, start=taken):
                 optimizer.zero_grad(set_to_none=True)
                 loss = step_fn(x)
                 optimizer.step()
@@ -278,6 +413,7 @@ def train(
                     objective -= estimator.last_objective * (x.shape[0] / n)
                     estimator.last_objective = None
                 step += 1
+                taken += 1
                 seen += x.shape[0]
                 bar.update()
                 if step % cfg.log_every == 0:
@@ -289,6 +425,18 @@ def train(
                 ):
                     stopped = True
                     break
+                if signals.signum:  # the state after this step, mid-epoch
+                    _check_finite(total.item(), vae, step, epoch, run_dir, last_good)
+                    train_seconds += time.perf_counter() - start
+                    rest = {"order": order.cpu(), "batches": taken, "seen": seen, "total": total.cpu(),
+                            "objective": objective.cpu(), "seconds": before + time.perf_counter() - start}  # fmt: skip
+                    checkpoint.save(
+                        {"epoch": epoch - 1, "step": step, "train_seconds": train_seconds, "model": vae.state_dict(),
+                         "optimizer": optimizer.state_dict(), "rng": checkpoint.rng_state(), "partial": rest},
+                        ckpt_path,
+                    )  # fmt: skip
+                    raise _interrupted(signals.signum, step, f"batch {taken} of {steps_per_epoch} in epoch {epoch}",
+                                       ckpt_path)  # fmt: skip
             train_seconds += time.perf_counter() - start
             train_loss = total.item() / seen
             _check_finite(train_loss, vae, step, epoch, run_dir, last_good)
@@ -300,19 +448,22 @@ def train(
                 with torch.no_grad():
                     value = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size).item()
                 record[bound_key(estimator)] = value
-            record["seconds"] = time.perf_counter() - start
+            record["seconds"] = before + time.perf_counter() - start
             _append(metrics, metrics_path, record)
             checkpoint.save(
                 {"epoch": epoch, "step": step, "train_seconds": train_seconds, "model": vae.state_dict(),
                  "optimizer": optimizer.state_dict(), "rng": checkpoint.rng_state()},
-                run_dir / CHECKPOINT_FILE,
+                ckpt_path,
             )  # fmt: skip
             last_good = epoch
             if on_epoch is not None:
                 on_epoch(record)
             if after_epoch is not None:
                 after_epoch(record, vae, estimator, dataset)
-    bar.close()
+            if signals.signum:  # it came after the epoch's last step
+                raise _interrupted(signals.signum, step, f"the end of epoch {epoch}", ckpt_path)
+        if signals.signum:  # after the last epoch, or before the first step of a run with none left
+            raise _interrupted(signals.signum, step, "before the evaluation", ckpt_path)
 
     evaluation = None
     if evaluate and cfg.eval_num_samples > 0:
@@ -322,14 +473,22 @@ def train(
     return TrainResult(run_dir, cfg, vae, metrics, evaluation)
 
 
+def _interrupted(signum: int, step: int, where: str, path: Path) -> TrainingInterrupted:
+    name = signal.Signals(signum).name
+    return TrainingInterrupted(f"interrupted by {name} at step {step} ({where}); its state is saved in {path}: "
+                               "resume the run (--resume) to continue", signum)  # fmt: skip
+
+
 def _read_lines(path: Path) -> list[dict[str, Any]]:
     """The metrics lines; a line torn by a crash mid-write (its epoch has no checkpoint) is skipped."""
     out = []
     for line in path.read_text().splitlines():
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+            out.append(record)
     return out
 
 

@@ -1,11 +1,17 @@
-"""Training runs: the CLI, the run directory, resume, and nothing lost on a crash or a NaN."""
+"""Training runs: the CLI, the run directory, resume, and nothing lost on a crash, a NaN or a signal."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from pyrovae import TrainingDiverged, checkpoint, cli, estimators, likelihoods, training
+from pyrovae.errors import TrainingInterrupted
 
 SMALL = ["--hidden", "64", "--z-dim", "8", "--eval-num-samples", "0", "--quiet"]
 
@@ -55,73 +61,15 @@ def test_resume_continues_the_same_run(tmp_path):
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b]
 
 
-def test_resume_refuses_a_changed_setting(tmp_path, capsys):
-    assert run_cli("train", "--out", tmp_path, "--epochs", 1, *SMALL) == 0
-    assert run_cli("train", "--out", tmp_path, "--resume", "--epochs", 2, "--lr", 0.1) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [err[0]] and "cannot resume with lr=0.1: the run used 0.001" in err[0]
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--likelihood", "gausian"], "unknown likelihood 'gausian'; valid likelihoods: bernoulli, "),
-        (["--estimator", "iwea"], "unknown estimator 'iwea'; valid estimators: "),
-        (["--likelihood-option", "sigma=1"], "likelihood 'bernoulli' has no option 'sigma'"),
-        (["--binarization", "soft"], "unknown binarization 'soft'; valid: dynamic, fixed"),
-    ],
-)
-def test_bad_names_give_one_error_line(tmp_path, capsys, args, message):
-    assert run_cli("train", "--out", tmp_path, *args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
-
-
-def test_a_config_typo_gives_one_error_line(tmp_path, capsys):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('likelihood = "gaussian"\nnum_particle = 5\n')
-    assert run_cli("train", "--config", cfg, "--out", tmp_path / "r") == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown config key 'num_particle'; valid keys: dataset" in err[0]
-
-
-def test_data_outside_the_support_gives_one_error_line(tmp_path, capsys):
+def test_a_float_data_file_suits_a_likelihood_on_its_support(tmp_path):
     import numpy as np
 
     grey = np.random.default_rng(0).uniform(0, 1, (20, 16)).astype(np.float32)
     np.savez(tmp_path / "grey.npz", train=grey, test=grey[:5])
     args = ["--dataset", "npz", "--data-path", tmp_path / "grey.npz", "--out", tmp_path / "r"]
-    assert run_cli("train", *args, "--likelihood", "bernoulli") == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "likelihood 'bernoulli': needs binary data (0 or 1)" in err[0], err
-    # the same file suits a likelihood on [0, 1]
+    # (bernoulli refuses it: tests/test_bad_inputs.py)
     assert run_cli("train", *args, "--likelihood", "continuous_bernoulli", "--epochs", 1,
                    "--batch-size", 10, *SMALL) == 0  # fmt: skip
-
-
-def test_a_truncated_checkpoint_gives_one_error_line(tmp_path, capsys):
-    assert run_cli("train", "--out", tmp_path, "--epochs", 1, *SMALL) == 0
-    path = tmp_path / "checkpoint.pt"
-    path.write_bytes(path.read_bytes()[:1000])
-    capsys.readouterr()
-    for args in (["evaluate", tmp_path], ["train", "--out", tmp_path, "--resume", "--epochs", 2]):
-        assert run_cli(*args) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "is unreadable (truncated or corrupt)" in err[0], err
-
-
-def test_a_checkpoint_of_another_architecture_gives_one_error_line(tmp_path, capsys):
-    assert run_cli("train", "--out", tmp_path, "--epochs", 1, *SMALL) == 0
-    config = tmp_path / "config.toml"
-    assert "z_dim = 8" in config.read_text()
-    config.write_text(config.read_text().replace("z_dim = 8", "z_dim = 4"))
-    before = (tmp_path / "checkpoint.pt").read_bytes()
-    capsys.readouterr()
-    for args in (["evaluate", tmp_path], ["train", "--out", tmp_path, "--resume", "--epochs", 2]):
-        assert run_cli(*args) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "does not fit this run's model" in err[0] and "shape: " in err[0], err
-    assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
 def _snapshots(cfg_out):
@@ -205,3 +153,102 @@ def test_renyi_below_zero_is_logged_as_an_objective(tmp_path):
     args = ["--estimator", "renyi", "--estimator-option", "alpha=-1", "--num-particles", 3]
     assert run_cli("train", "--epochs", 1, "--out", tmp_path, *args, *SMALL) == 0
     assert all("test_objective" in r and "test_bound" not in r for r in metrics(tmp_path))
+
+
+TINY = {"hidden": [8], "z_dim": 2, "eval_num_samples": 0, "batch_size": 500, "log_every": 4}  # 9 steps an epoch
+MAKE = estimators.make
+
+
+def signal_at(monkeypatch, calls, signum):
+    """Estimators that send ``signum`` to this process at their ``calls``-th gradient step."""
+    real = MAKE
+
+    def make(*a, **k):
+        est = real(*a, **k)
+        fn, count = est.differentiable_loss, {"n": 0}
+
+        def loss(*args, **kwargs):
+            count["n"] += 1
+            if count["n"] == calls:
+                os.kill(os.getpid(), signum)
+            return fn(*args, **kwargs)
+
+        est.differentiable_loss = loss
+        return est
+
+    monkeypatch.setattr(training.estimators, "make", make)
+
+
+def test_a_signal_mid_epoch_checkpoints_and_the_resumed_run_is_exact(tmp_path, monkeypatch):
+    cfg = {**TINY, "epochs": 2, "estimator_options": {"kl_warmup": 2, "kl_warmup_unit": "epochs"}}
+    straight = training.train(cfg, tmp_path / "straight")
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    split = tmp_path / "split"
+    # SIGINT at step 5 (epoch 1), then SIGTERM at step 13 (epoch 2): each mid-epoch
+    for calls, signum, where in ((5, signal.SIGINT, "batch 5 of 9 in epoch 1"),
+                                 (8, signal.SIGTERM, "batch 4 of 9 in epoch 2")):  # fmt: skip
+        signal_at(monkeypatch, calls, signum)
+        with pytest.raises(TrainingInterrupted, match=where) as e:
+            training.train(cfg if calls == 5 else None, split, resume=calls != 5)
+        assert e.value.signum == signum
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+        state = torch.load(split / "checkpoint.pt", weights_only=True)
+        assert state["step"] == {5: 5, 8: 13}[calls] and state["partial"]["batches"] == {5: 5, 8: 4}[calls]
+    monkeypatch.undo()
+    resumed = training.train(None, split, resume=True)
+
+    def strip(metrics):
+        return [{k: v for k, v in m.items() if k != "seconds"} for m in metrics]
+
+    assert strip(resumed.metrics) == strip(straight.metrics)
+    a, b = straight.vae.state_dict(), resumed.vae.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "partial" not in torch.load(split / "checkpoint.pt", weights_only=True)
+
+
+def test_sigint_through_the_cli_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
+    signal_at(monkeypatch, 3, signal.SIGINT)
+    args = ["--epochs", 2, "--hidden", 8, "--z-dim", 2, "--batch-size", 500, "--eval-num-samples", 0, "--quiet"]
+    assert run_cli("train", "--out", tmp_path, *args) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pyrovae: interrupted by SIGINT at step 3 "), err
+    assert "resume the run (--resume) to continue" in err[0]
+
+
+def test_sigterm_from_outside_writes_a_checkpoint_and_the_run_resumes(tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "pyrovae", "train", "--out", str(run), "--epochs", "1000", "--hidden", "8",
+            "--z-dim", "2", "--batch-size", "500", "--eval-num-samples", "0", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    deadline = time.time() + 60
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():  # training has begun
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("pyrovae: interrupted by SIGTERM at step "), err
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    done = state["epoch"] + 1
+    assert run_cli("train", "--out", run, "--resume", "--epochs", done, "--quiet") == 0
+    assert [m["epoch"] for m in metrics(run)] == list(range(done + 1))
+
+
+def test_the_next_start_clears_what_a_kill_mid_save_left(tmp_path):
+    training.train({**TINY, "epochs": 1}, tmp_path)
+    left = [tmp_path / "checkpoint.pt.k1ll3d.tmp", tmp_path / "config.toml.tmp", tmp_path / "metrics.jsonl.tmp"]
+    for path in left:
+        path.write_bytes(b"partial bytes")
+    training.train({**TINY, "epochs": 2}, tmp_path, resume=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "config.toml", "metrics.jsonl"]
+
+
+def test_resume_says_what_it_changed(tmp_path, capsys):
+    training.train({**TINY, "epochs": 1}, tmp_path)
+    lines = []
+    training.train({**TINY, "epochs": 2, "log_every": 3}, tmp_path, resume=True, notice=lines.append)
+    assert lines[0] == f"resuming {tmp_path} after epoch 1 (step 9); epochs 1 -> 2, log_every 4 -> 3"
+    # the CLI prints it on stderr, unless --quiet
+    assert run_cli("train", "--out", tmp_path, "--resume", "--epochs", 3) == 0
+    assert f"resuming {tmp_path} after epoch 2 (step 18); epochs 2 -> 3" in capsys.readouterr().err

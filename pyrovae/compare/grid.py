@@ -32,7 +32,9 @@ class EstimatorSpec:
             if not isinstance(name, str):
                 raise ConfigError(f"an estimator table needs a name, got {spec!r}")
             k = spec.pop("num_particles", 1)
-            return cls(name, int(k), tuple(sorted(spec.items()))).validate()
+            if not isinstance(k, int) or isinstance(k, bool):
+                raise ConfigError(f"estimator {name!r}: num_particles must be an integer, got {k!r}")
+            return cls(name, k, tuple(sorted(spec.items()))).validate()
         parts = spec.split(":")
         if len(parts) > 3 or not parts[0]:
             raise ConfigError(f"estimator spec {spec!r}: write name, name:K or name:K:key=value,...")
@@ -154,6 +156,8 @@ class GridSpec:
             values = tomllib.loads(Path(path).read_text())
         except FileNotFoundError as e:
             raise ConfigError(f"comparison file {path} does not exist") from e
+        except OSError as e:
+            raise ConfigError(f"cannot read comparison file {path}: {e.strerror or e}") from e
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"comparison file {path} is not valid TOML: {e}") from e
         return cls.from_dict({**values, **(overrides or {})})

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..training import check_run_dir
 from .cell import RESULT_FILE, run_cell
 from .grid import Cell, GridSpec
 from .report import write_report
@@ -62,7 +63,7 @@ def compare(
     """
     spec = spec if isinstance(spec, GridSpec) else GridSpec.from_dict(spec)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_run_dir(out, create=True)
     spec_text = spec.to_toml()
     saved = out / SPEC_FILE
     if saved.exists() and saved.read_text() != spec_text:

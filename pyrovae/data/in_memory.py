@@ -75,13 +75,20 @@ class InMemoryData:
         x = source[idx]
         return torch.bernoulli(x) if self.dynamic and source is self.train else x
 
-    def train_batches(self, batch_size: int, drop_last: bool = False) -> Iterator[Tensor]:
+    def epoch_order(self) -> Tensor:
+        """A fresh shuffle of the training points, ``[N]``, drawn from torch's RNG."""
+        return torch.randperm(self.num_train, device=self.device)
+
+    def train_batches(
+        self, batch_size: int, drop_last: bool = False, order: Tensor | None = None, start: int = 0
+    ) -> Iterator[Tensor]:
         """One shuffled epoch. The last batch is smaller unless ``drop_last``; the model's
-        ``num_data`` scale makes a small batch count for what it is."""
+        ``num_data`` scale makes a small batch count for what it is. ``order`` (from
+        :meth:`epoch_order`) and ``start`` (batches already taken) continue an interrupted epoch."""
         n = self.num_train
-        perm = torch.randperm(n, device=self.device)
+        perm = self.epoch_order() if order is None else order
         stop = n - n % batch_size if drop_last else n
-        for i in range(0, stop, batch_size):
+        for i in range(start * batch_size, stop, batch_size):
             yield self._take(self.train, perm[i : i + batch_size])
 
     def test_batches(self, batch_size: int) -> Iterator[Tensor]:

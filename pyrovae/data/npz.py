@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +24,29 @@ def load_npz(path: str | Path | None) -> Images:
     try:
         with np.load(path) as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read {path}: {e}") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(f"cannot read {path}: {first}") from e
     missing = [k for k in ("train", "test") if k not in arrays]
     if missing:
         raise DataError(f"{path} lacks the array(s) {', '.join(missing)}; it needs train and test")
     train, test = arrays["train"], arrays["test"]
+    for key, a in (("train", train), ("test", test)):
+        if a.dtype.kind not in "biuf":
+            raise DataError(f"{path}: {key} holds {a.dtype} values; it needs numbers (uint8 pixels or floats)")
+        if a.ndim < 2:
+            raise DataError(f"{path}: {key} has shape {a.shape}; it needs one data point a row, [N, D] "
+                            "(or [N, H, W], [N, C, H, W] images)")  # fmt: skip
+        if a.shape[0] == 0 or math.prod(a.shape[1:]) == 0:
+            raise DataError(f"{path}: {key} is empty (shape {a.shape}); it needs at least one data point")
+    if (train.dtype == np.uint8) != (test.dtype == np.uint8):
+        raise DataError(f"{path}: train is {train.dtype} but test is {test.dtype}; "
+                        "give both as uint8 pixels or both as numbers to use as they are")  # fmt: skip
     if "image_shape" in arrays:
-        shape = tuple(int(v) for v in arrays["image_shape"])
+        given = arrays["image_shape"]
+        if given.shape != (3,) or given.dtype.kind not in "iu" or (given < 1).any():
+            raise DataError(f"{path}: image_shape must be three positive integers (C, H, W), got {given.tolist()}")
+        shape = tuple(int(v) for v in given)
     elif train.ndim == 4:
         shape = tuple(train.shape[1:])
     elif train.ndim == 3:

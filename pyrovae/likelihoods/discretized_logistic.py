@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from torch import Tensor
 
+from ..errors import ConfigError
 from .base import register, value_range
 from .location_scale import LocationScaleLikelihood
 
@@ -112,6 +113,8 @@ class DiscretizedLogisticLikelihood(LocationScaleLikelihood):
         num_bins: int = 256,
     ) -> None:
         super().__init__(x_dim, scale, init_scale, min_scale)
+        if num_bins < 2:
+            raise ConfigError(f"num_bins must be >= 2 (the levels 0..num_bins - 1), got {num_bins}")
         self.num_bins = int(num_bins)
 
     def forward(self, params: Tensor) -> dist.TorchDistribution:

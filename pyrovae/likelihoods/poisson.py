@@ -6,6 +6,7 @@ import pyro.distributions as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ConfigError
 from .base import Likelihood, register, value_range
 
 
@@ -20,6 +21,8 @@ class PoissonLikelihood(Likelihood):
 
     def __init__(self, x_dim: int, min_rate: float = 1e-4) -> None:
         super().__init__(x_dim)
+        if not min_rate > 0:  # the floor that keeps log r finite where softplus underflows
+            raise ConfigError(f"min_rate must be positive, got {min_rate}")
         self.min_rate = float(min_rate)
 
     def forward(self, params: Tensor) -> dist.TorchDistribution:
