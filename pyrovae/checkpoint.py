@@ -11,6 +11,7 @@ checkpoint is one :class:`CheckpointError` line, never a traceback, and never co
 from __future__ import annotations
 
 import glob
+import math
 import os
 import pickle
 import re
@@ -184,7 +185,10 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any], p
             raise CheckpointError(f"{misfit} ({len(saved['params'])} parameters, this run has {len(mine['params'])})")
         if sorted(map(str, saved["params"])) != sorted(map(str, mine["params"])):
             raise CheckpointError(f"{misfit} (its parameters are numbered otherwise)")
-        for key in sorted(set(saved) & set(mine) - IMPLEMENTATION):
+        scheduled = {"lr"} if "initial_lr" in saved and "initial_lr" in mine else set()  # the schedule's now
+        if scheduled and not (type(saved["lr"]) is float and math.isfinite(saved["lr"]) and saved["lr"] >= 0):
+            raise CheckpointError(f"checkpoint {path}: its optimizer has lr={_short(saved['lr'])}, not a learning rate")
+        for key in sorted(set(saved) & set(mine) - IMPLEMENTATION - scheduled):
             if type(saved[key]) is not type(mine[key]) or saved[key] != mine[key]:
                 raise CheckpointError(f"checkpoint {path}: its optimizer has {key}={_short(saved[key])}, "
                                       f"this run's config gives {mine[key]!r}")  # fmt: skip
@@ -205,3 +209,33 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any], p
         optimizer.load_state_dict(state)
     except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
         raise CheckpointError(f"{misfit}: {_first_line(e)}") from e
+
+
+def restore_scheduler(
+    scheduler: torch.optim.lr_scheduler.LRScheduler, state: Any, epoch: int, name: str, path: str | Path
+) -> None:
+    """Put the learning-rate schedule back where the checkpoint left it: after ``epoch`` completed
+    epochs. A checkpoint written before schedules existed holds none and fits a constant rate only;
+    a state that does not fit raises :class:`CheckpointError` with one line."""
+    if state is None:
+        if name != "constant":
+            raise CheckpointError(f"checkpoint {path} holds no learning-rate schedule; this run's is {name!r}")
+        for _ in range(epoch):
+            scheduler.step()
+        return
+    own = scheduler.state_dict()
+    if not isinstance(state, dict) or state.get("last_epoch") != epoch:
+        raise CheckpointError(f"checkpoint {path}: its learning-rate schedule is not at epoch {epoch}")
+    if state.get("base_lrs") != own["base_lrs"]:
+        raise CheckpointError(f"checkpoint {path}: its schedule starts at lr {_short(state.get('base_lrs'))}, "
+                              f"this run's config gives {own['base_lrs']}")  # fmt: skip
+    try:
+        scheduler.load_state_dict(state)
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path}: its learning-rate schedule: {_first_line(e)}") from e
+    # the optimizer's rates (restored before) must be the schedule's at that epoch
+    due = [base * fn(epoch) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
+    now = [group["lr"] for group in scheduler.optimizer.param_groups]
+    if any(not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15) for a, b in zip(now, due, strict=True)):
+        raise CheckpointError(f"checkpoint {path}: its optimizer's learning rate {now[0]!r} is not its schedule's "
+                              f"{due[0]!r} after epoch {epoch}")  # fmt: skip

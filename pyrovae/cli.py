@@ -118,9 +118,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_evaluation(e: dict[str, Any]) -> None:
+    bpd = e.get("bits_per_dim", {})
     if "log_likelihood" in e:
+        in_bits = f" ({bpd['log_likelihood']:.3f} bits/dim)" if "log_likelihood" in bpd else ""
         print(f"test log-likelihood (IS, K={e['log_likelihood_samples']}): "
-              f"{e['log_likelihood']:.2f} nats")  # fmt: skip
+              f"{e['log_likelihood']:.2f} nats{in_bits}")  # fmt: skip
+    if "elbo" in bpd:
+        print(f"test ELBO {bpd['elbo']:.3f} bits/dim")
     print(f"test ELBO {e['elbo']:.2f}  IWAE(K={e['iwae_particles']}) {e['iwae_bound']:.2f}  "
           f"KL {e['kl']:.2f}  reconstruction {e['reconstruction']:.2f}  "
           f"active units {e.get('active_units', 'n/a')}  ({e['seconds']:.1f} s)")  # fmt: skip
@@ -129,7 +133,7 @@ def _print_evaluation(e: dict[str, Any]) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run
 
-    _print_evaluation(evaluate_run(args.run_dir, num_samples=args.num_samples, device=args.device))
+    _print_evaluation(evaluate_run(args.run_dir, num_samples=args.num_samples, device=args.device, progress=True))
     print(f"wrote {args.run_dir}/evaluation.json, samples.png, reconstructions.png")
     return 0
 

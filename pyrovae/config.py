@@ -26,10 +26,14 @@ def _key(default: Any, help: str) -> Any:
 
 @dataclass
 class Config:
+    preset: str = _key("", "a paper's protocol to start from (architecture, optimizer, schedule, data, evaluation): a "
+                       "preset name or a TOML file; the config file and flags override it")  # fmt: skip
     # data
-    dataset: str = _key("digits", "the data: digits (5,000 MNIST images shipped with pyrovae), mnist (the full "
-                       "set, downloaded once) or npz (your own file, see data_path)")  # fmt: skip
-    data_path: str = _key("", "mnist: the cache folder (default ~/.cache/pyrovae/mnist); npz: the .npz file")
+    dataset: str = _key("digits", "the data: digits (5,000 MNIST images shipped with pyrovae); mnist, "
+                       "mnist_static, fashion_mnist, omniglot, cifar10 (downloaded once and SHA-256 checked at "
+                       "every load); or npz (your own file, see data_path)")  # fmt: skip
+    data_path: str = _key("", "downloaded data sets: the folder holding their files (default "
+                          "$PYROVAE_DATA/<dataset> or ~/.cache/pyrovae/<dataset>); npz: the .npz file")  # fmt: skip
     binarization: str = _key("dynamic", "for binary likelihoods: redraw the binary pixels every epoch (dynamic) or "
                             "draw them once (fixed)")  # fmt: skip
     # model
@@ -48,13 +52,22 @@ class Config:
     max_steps: int = _key(0, "stop after this many gradient steps, mid-epoch if need be (0: no limit)")
     max_seconds: float = _key(0.0, "stop after this much training time (0: no limit)")
     batch_size: int = _key(100, "data points a gradient step")
-    lr: float = _key(1e-3, "Adam's learning rate")
+    lr: float = _key(1e-3, "Adam's learning rate (at the start of the schedule)")
+    lr_schedule: str = _key("constant", "the learning rate over epochs: constant, burda2016 (3^i epochs at "
+                            "lr 10^(-i/7), i = 0..7: 3,280 epochs) or cosine (to 0 over epochs)")  # fmt: skip
+    adam_beta1: float = _key(0.9, "Adam's beta1")
+    adam_beta2: float = _key(0.999, "Adam's beta2")
+    adam_eps: float = _key(1e-8, "Adam's epsilon")
     seed: int = _key(0, "seed of torch's RNG: weights, shuffles, binarization, particles")
     device: str = _key("auto", "torch device: auto (CUDA when present), cpu, cuda or cuda:N")
     log_every: int = _key(50, "steps between host syncs: the loss read, the NaN check, the progress bar")
     compile: str = _key("off", "torch.compile the loss (reduce-overhead captures CUDA graphs)")
+    validation: int = _key(0, "training points held out as a validation set (a fixed split, the same every run); "
+                           "mnist_static comes with its own")  # fmt: skip
+    patience: int = _key(0, "early stopping: stop once the validation bound has not improved for this many "
+                         "evaluations, and evaluate the best model (0: off)")  # fmt: skip
     # evaluation
-    test_every: int = _key(1, "epochs between test-bound evaluations (the last epoch always has one)")
+    test_every: int = _key(1, "epochs between test- and validation-bound evaluations (the last epoch always has one)")
     eval_num_samples: int = _key(5000, "K of the importance-sampled test log-likelihood after training (0 skips it)")
     eval_chunk_size: int = _key(250, "particles at a time in that estimate (memory)")
     eval_batch_size: int = _key(100, "test points at a time in evaluation")
@@ -80,10 +93,15 @@ class Config:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps < 0 or self.max_seconds < 0:
             raise ConfigError("max_steps and max_seconds must be >= 0 (0: no limit)")
+        if self.validation < 0 or self.patience < 0:
+            raise ConfigError(f"validation and patience must be >= 0, got {self.validation} and {self.patience}")
         if self.eval_num_samples < 0:
             raise ConfigError(f"eval_num_samples must be >= 0, got {self.eval_num_samples}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1 and self.adam_eps > 0):
+            raise ConfigError(f"Adam needs 0 <= beta1, beta2 < 1 and eps > 0, got {self.adam_beta1}, "
+                              f"{self.adam_beta2}, {self.adam_eps}")  # fmt: skip
         if any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden sizes must be >= 1, got {self.hidden}")
         return self
@@ -104,12 +122,13 @@ def choices() -> dict[str, list[str]]:
     from . import estimators, likelihoods
     from .data import BINARIZATIONS, DATASETS
     from .networks import ACTIVATIONS
+    from .schedules import SCHEDULES
     from .vae import ARCHITECTURES
 
     return {
         "dataset": sorted(DATASETS), "binarization": list(BINARIZATIONS), "likelihood": likelihoods.names(),
         "architecture": list(ARCHITECTURES), "activation": sorted(ACTIVATIONS), "estimator": estimators.names(),
-        "compile": list(COMPILE_MODES),
+        "compile": list(COMPILE_MODES), "lr_schedule": list(SCHEDULES),
     }  # fmt: skip
 
 
@@ -135,11 +154,18 @@ def _coerce(key: str, value: Any) -> Any:
 
 
 def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
-    """A Config from ``base`` (or the defaults) with ``values`` applied; unknown keys fail."""
+    """A Config from ``base`` (or the defaults) with ``values`` applied; unknown keys fail. A
+    ``preset`` in ``values`` that ``base`` does not already carry is applied first, under the
+    other values (defaults < preset < values)."""
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ConfigError(f"unknown config key {', '.join(map(repr, unknown))}; valid keys: {', '.join(FIELDS)}")
     cfg = dataclasses.replace(base or Config())
+    preset = values.get("preset")
+    if preset and preset != cfg.preset:
+        from .presets import load_preset
+
+        cfg = from_dict(load_preset(_coerce("preset", preset)), cfg)  # a preset holds no "preset" key
     for key, value in values.items():
         setattr(cfg, key, _coerce(key, value))
     return cfg
@@ -156,8 +182,7 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
-    cfg = from_dict(values)
-    return from_dict(overrides or {}, cfg)
+    return from_dict({**values, **(overrides or {})})  # one merge, so a preset sits under both
 
 
 def parse_value(text: str) -> Any:

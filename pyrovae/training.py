@@ -18,14 +18,16 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, data, estimators
+from . import checkpoint, data, estimators, schedules
 from .config import Config, from_dict, to_toml
 from .config import load as load_config
+from .early_stopping import EarlyStopping
 from .errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from .estimators.direct import offers_direct
 from .vae import VAE
 
 CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE = "config.toml", "checkpoint.pt", "metrics.jsonl"
+BEST_FILE = "best.pt"  # the checkpoint of the best validation bound, under early stopping
 # Settings a resumed run may change; everything else must match the run's own config.
 RESUMABLE = {"epochs", "max_steps", "max_seconds", "device", "log_every", "compile", "eval_num_samples",
              "eval_chunk_size", "eval_batch_size"}  # fmt: skip
@@ -62,21 +64,24 @@ def build_vae(cfg: Config, images: data.Images) -> VAE:
 
 
 def load_images(cfg: Config) -> data.Images:
-    if cfg.dataset == "digits":
-        return data.load("digits")
-    return data.load(cfg.dataset, path=cfg.data_path or None)
+    """The config's data set, with ``validation`` training points held out when it asks for them."""
+    images = data.load("digits") if cfg.dataset == "digits" else data.load(cfg.dataset, path=cfg.data_path or None)
+    return data.split_validation(images, cfg.validation) if cfg.validation else images
 
 
-def mean_test_bound(estimator: pyro.infer.ELBO, vae: VAE, dataset: data.InMemoryData, batch_size: int) -> torch.Tensor:
-    """The estimator's bound averaged over the test set, as a device tensor (no sync for
-    pyrovae's estimators; Pyro's own report a float per batch)."""
+def mean_test_bound(
+    estimator: pyro.infer.ELBO, vae: VAE, dataset: data.InMemoryData, batch_size: int, part: str = "test"
+) -> torch.Tensor:
+    """The estimator's bound averaged over the test (or ``part="valid"``, validation) set, as a
+    device tensor (no sync for pyrovae's estimators; Pyro's own report a float per batch)."""
     total = torch.zeros((), device=dataset.device)
-    for x in dataset.test_batches(batch_size):
+    batches = dataset.test_batches(batch_size) if part == "test" else dataset.valid_batches(batch_size)
+    for x in batches:
         if isinstance(estimator, estimators.Estimator):
             total += estimator.bound(vae.model, vae.guide, x).sum()
         else:
             total -= estimator.loss(vae.model, vae.guide, x)
-    return total / dataset.num_test
+    return total / (dataset.num_test if part == "test" else dataset.num_valid)
 
 
 def bound_key(estimator: pyro.infer.ELBO) -> str:
@@ -238,6 +243,7 @@ def remove_partial_files(run_dir: Path) -> None:
     from .evaluation.report import EVALUATION_FILE
 
     checkpoint.remove_partial(run_dir / CHECKPOINT_FILE)
+    checkpoint.remove_partial(run_dir / BEST_FILE)
     for name in (CONFIG_FILE, METRICS_FILE, EVALUATION_FILE):
         (run_dir / (name + ".tmp")).unlink(missing_ok=True)
     for probe in run_dir.glob(PROBE_PREFIX + "*.tmp"):
@@ -345,7 +351,13 @@ def train(
                                 **cfg.estimator_options)  # fmt: skip
     # one multi-tensor Adam over every parameter: fused kernels on CUDA, foreach on the CPU
     fused = device.type == "cuda"
-    optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr, fused=fused, foreach=None if fused else True)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                 eps=cfg.adam_eps, fused=fused, foreach=None if fused else True)  # fmt: skip
+    scheduler = schedules.make(cfg.lr_schedule, optimizer, cfg.epochs)  # steps once an epoch
+    if cfg.patience and dataset.num_valid == 0:
+        raise ConfigError(f"patience={cfg.patience} stops on a validation bound, and {images.source} has no "
+                          "validation set: hold some training points out with validation = N")  # fmt: skip
+    stopper = EarlyStopping(cfg.patience) if cfg.patience else None
     metrics_path, ckpt_path = run_dir / METRICS_FILE, run_dir / CHECKPOINT_FILE
     ours = isinstance(estimator, estimators.Estimator)
     n = dataset.num_train
@@ -355,13 +367,16 @@ def train(
         checkpoint.restore(vae, state["model"], ckpt_path)
         checkpoint.restore_optimizer(optimizer, state["optimizer"], ckpt_path)
         epoch, step = state["epoch"], state["step"]
+        if cfg.epochs < epoch:
+            raise ConfigError(f"cannot resume with epochs={cfg.epochs}: the run has done {epoch}; "
+                              f"give --epochs {epoch} or more")  # fmt: skip
+        checkpoint.restore_scheduler(scheduler, state.get("scheduler"), epoch, cfg.lr_schedule, ckpt_path)
+        if stopper is not None and epoch > 0:
+            stopper.load_state_dict(state.get("early_stopping"), str(ckpt_path))
         train_seconds = state.get("train_seconds", 0.0)
         if not isinstance(train_seconds, (int, float)):
             raise CheckpointError(f"checkpoint {ckpt_path}: train_seconds is not a number")
         partial = _partial_epoch(state.get("partial"), ckpt_path, n, cfg.batch_size, device)
-        if cfg.epochs < epoch:
-            raise ConfigError(f"cannot resume with epochs={cfg.epochs}: the run has done {epoch}; "
-                              f"give --epochs {epoch} or more")  # fmt: skip
         checkpoint.set_rng_state(state["rng"], ckpt_path)
         if metrics_path.exists():  # drop lines of an epoch whose checkpoint was never written
             metrics = [m for m in _read_lines(metrics_path) if m["epoch"] <= epoch]
@@ -432,7 +447,8 @@ def train(
                             "objective": objective.cpu(), "seconds": before + time.perf_counter() - start}  # fmt: skip
                     checkpoint.save(
                         {"epoch": epoch - 1, "step": step, "train_seconds": train_seconds, "model": vae.state_dict(),
-                         "optimizer": optimizer.state_dict(), "rng": checkpoint.rng_state(), "partial": rest},
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "rng": checkpoint.rng_state(), "partial": rest},
                         ckpt_path,
                     )  # fmt: skip
                     raise _interrupted(signals.signum, step, f"batch {taken} of {steps_per_epoch} in epoch {epoch}",
@@ -440,21 +456,34 @@ def train(
             train_seconds += time.perf_counter() - start
             train_loss = total.item() / seen
             _check_finite(train_loss, vae, step, epoch, run_dir, last_good)
-            record: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": train_loss}
+            record: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": train_loss,
+                                      "lr": optimizer.param_groups[0]["lr"]}  # fmt: skip
+            scheduler.step()  # the rate of the next epoch
             if is_scaled(estimator):  # the kl_weight-scaled objective, beside the bound
                 record["train_objective"] = objective.item() / seen
                 record["kl_weight"] = estimator.current_kl_weight()
+            best = False
             if epoch % cfg.test_every == 0 or epoch == cfg.epochs or stopped:
                 with torch.no_grad():
-                    value = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size).item()
-                record[bound_key(estimator)] = value
+                    record[bound_key(estimator)] = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size).item()
+                    if dataset.num_valid:
+                        valid = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size, "valid").item()
+                        record["valid_" + bound_key(estimator)[len("test_") :]] = valid
+                if stopper is not None:
+                    best = stopper.update(valid, epoch)
+                    if stopper.stop:
+                        record["early_stopped"] = f"no better validation bound since epoch {stopper.best_epoch}"
+                        stopped = True
             record["seconds"] = before + time.perf_counter() - start
             _append(metrics, metrics_path, record)
-            checkpoint.save(
-                {"epoch": epoch, "step": step, "train_seconds": train_seconds, "model": vae.state_dict(),
-                 "optimizer": optimizer.state_dict(), "rng": checkpoint.rng_state()},
-                ckpt_path,
-            )  # fmt: skip
+            state = {"epoch": epoch, "step": step, "train_seconds": train_seconds, "model": vae.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "rng": checkpoint.rng_state()}  # fmt: skip
+            if stopper is not None:
+                state["early_stopping"] = stopper.state_dict()
+                if best:  # the model early stopping will evaluate
+                    checkpoint.save(state, run_dir / BEST_FILE)
+            checkpoint.save(state, ckpt_path)
             last_good = epoch
             if on_epoch is not None:
                 on_epoch(record)
@@ -466,10 +495,13 @@ def train(
             raise _interrupted(signals.signum, step, "before the evaluation", ckpt_path)
 
     evaluation = None
+    if stopper is not None and stopper.best_epoch:  # early stopping evaluates the best model
+        checkpoint.restore(vae, checkpoint.load(run_dir / BEST_FILE, map_location=device)["model"], run_dir / BEST_FILE)
     if evaluate and cfg.eval_num_samples > 0:
         from .evaluation.report import evaluate_loaded
 
-        evaluation = evaluate_loaded(run_dir, cfg, vae, dataset)
+        model_epoch = stopper.best_epoch if stopper is not None and stopper.best_epoch else epoch
+        evaluation = evaluate_loaded(run_dir, cfg, vae, dataset, progress=progress, model_epoch=model_epoch)
     return TrainResult(run_dir, cfg, vae, metrics, evaluation)
 
 

@@ -188,7 +188,9 @@ class VAE(nn.Module):
         activation: "relu", "softplus", "tanh" or "elu".
         architecture: "mlp" or "conv" (needs ``image_shape``).
         image_shape: (C, H, W) of a data point, for the conv nets.
-        encoder, decoder: your own modules: ``encoder(x) -> (mu, sigma)``, each ``[B, z_dim]``;
+        encoder, decoder: your own modules: ``encoder(x) -> (mu, sigma)``, each ``[B, z_dim]``, given
+            the data as the likelihood models it (8-bit levels 0..255 for ``"counts"`` likelihoods,
+            which pyrovae's own encoders scale by 1/255);
             ``decoder(z)`` maps ``[..., z_dim]`` to ``[..., likelihood.num_params * x_dim]``.
         name: prefix of the parameters' names in Pyro's param store; unique by default.
     """
@@ -219,10 +221,10 @@ class VAE(nn.Module):
         if architecture == "conv":
             if image_shape is None:
                 raise ConfigError("architecture 'conv' needs image_shape=(C, H, W)")
-            encoder = encoder or ConvEncoder(image_shape, z_dim, act=activation)
+            encoder = encoder or ConvEncoder(image_shape, z_dim, act=activation, input_scale=likelihood.input_scale)
             decoder = decoder or ConvDecoder(image_shape, z_dim, likelihood.num_params, act=activation)
         else:
-            encoder = encoder or MLPEncoder(x_dim, z_dim, hidden, activation)
+            encoder = encoder or MLPEncoder(x_dim, z_dim, hidden, activation, input_scale=likelihood.input_scale)
             decoder = decoder or MLPDecoder(z_dim, out_dim, hidden, activation)
         self.name = name if name is not None else f"vae{next(_names)}"
         self.x_dim, self.z_dim = x_dim, z_dim

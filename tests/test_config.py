@@ -27,7 +27,7 @@ def test_flags_override_the_file(tmp_path):
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"num_particle": 5}, "unknown config key 'num_particle'; valid keys: dataset"),
+        ({"num_particle": 5}, "unknown config key 'num_particle'; valid keys: preset, dataset"),
         ({"num_particles": "five"}, "config key 'num_particles' needs a int, got 'five'"),
         ({"epochs": 0}, "epochs must be >= 1"),
         ({"estimator": "dreg2"}, "unknown estimator 'dreg2'"),

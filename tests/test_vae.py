@@ -129,3 +129,18 @@ def test_runs_on_cuda():
     loss = pyrovae.estimators.make("iwae", num_particles=3).differentiable_loss(vae.model, vae.guide, x)
     assert loss.device.type == "cuda"
     assert pyrovae.log_likelihood(vae.model, vae.guide, x, num_samples=50).device.type == "cuda"
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+def test_eight_bit_levels_reach_the_encoder_scaled_to_unit_range(architecture):
+    torch.manual_seed(0)
+    vae = pyrovae.VAE(x_dim=64, z_dim=3, hidden=[8], architecture=architecture, image_shape=(1, 8, 8),
+                      likelihood="discretized_logistic")  # fmt: skip
+    x = torch.randint(0, 256, (4, 64)).float()
+    enc = vae.guide.encoder
+    assert enc.input_scale == pytest.approx(1 / 255)
+    enc.input_scale = 1.0
+    unscaled = enc(x / 255)
+    enc.input_scale = 1 / 255
+    assert all(torch.allclose(a, b) for a, b in zip(enc(x), unscaled, strict=True))
+    assert pyrovae.VAE(x_dim=64, z_dim=3, hidden=[8]).guide.encoder.input_scale == 1.0  # binary data as it is

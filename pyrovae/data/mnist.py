@@ -1,89 +1,51 @@
-"""The full MNIST data set (60,000 + 10,000 images), downloaded once into a cache folder."""
+"""MNIST: 60,000 training and 10,000 test images of 8-bit digits, downloaded once into a folder.
+
+With a Bernoulli likelihood the pixels are binarized dynamically (a fresh Bernoulli draw of each
+grey level every epoch, the test set drawn once): the protocol of Burda et al. (2016).
+
+References: LeCun, Bottou, Bengio, Haffner, "Gradient-based learning applied to document
+recognition" (1998); Burda, Grosse, Salakhutdinov, "Importance Weighted Autoencoders" (ICLR 2016).
+"""
 
 from __future__ import annotations
 
-import gzip
-import os
-import struct
-import tempfile
-import urllib.request
 from pathlib import Path
 
-import numpy as np
-
-from ..errors import DataError
+from .files import DataFile, default_folder
+from .idx import load_idx_images
 from .images import Images
 
-FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 
 
-def default_root() -> Path:
-    return Path(os.environ.get("PYROVAE_DATA", Path.home() / ".cache" / "pyrovae")) / "mnist"
+def _file(name: str, sha256: str, content_sha256: str) -> DataFile:
+    return DataFile(name, tuple(m + name for m in MIRRORS), sha256, content_sha256)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Parse a (gzipped) IDX file of unsigned bytes: magic 0x0000080N, N big-endian sizes."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-        zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-        if zero != 0 or dtype != 0x08:
-            raise ValueError("not an IDX file of unsigned bytes")
-        shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-        array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-        return array.reshape(shape)
-    except (OSError, ValueError, struct.error, EOFError) as e:
-        raise DataError(f"cannot read MNIST file {path}: {e}; delete it to download again") from e
+# SHA-256 of each .gz as served, and of its uncompressed IDX content (a copy gzipped again, as
+# ../shared/tools/fetch-mnist writes them, has other bytes and the same content)
+FILES = {
+    "train_images": _file("train-images-idx3-ubyte.gz",
+                          "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                          "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+    "train_labels": _file("train-labels-idx1-ubyte.gz",
+                          "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                          "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+    "test_images": _file("t10k-images-idx3-ubyte.gz",
+                         "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                         "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+    "test_labels": _file("t10k-labels-idx1-ubyte.gz",
+                         "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                         "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+}  # fmt: skip
 
 
-def download(root: Path, mirrors: tuple[str, ...] = MIRRORS) -> None:
-    """Fetch the four files that are missing in ``root``, each written atomically."""
-    root.mkdir(parents=True, exist_ok=True)
-    for fname in FILES.values():
-        target = root / fname
-        if target.exists():
-            continue
-        errors = []
-        for base in mirrors:
-            try:
-                with urllib.request.urlopen(base + fname, timeout=60) as r:
-                    payload = r.read()
-            except OSError as e:
-                errors.append(f"{base}: {e}")
-                continue
-            fd, tmp = tempfile.mkstemp(dir=root, prefix=fname + ".")
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-            os.replace(tmp, target)
-            break
-        else:
-            raise DataError(f"could not download {fname}: " + "; ".join(errors))
-
-
-def load_mnist(path: str | Path | None = None, mirrors: tuple[str, ...] = MIRRORS) -> Images:
-    """MNIST's own split: 60,000 training and 10,000 test images, downloaded into the folder
-    ``path`` (default ``$PYROVAE_DATA/mnist`` or ``~/.cache/pyrovae/mnist``) if missing."""
-    root = Path(path) if path is not None else default_root()
-    download(root, mirrors)
-    arrays = {key: read_idx(root / fname) for key, fname in FILES.items()}
-    for split in ("train", "test"):
-        n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
-        if n_img != n_lab:
-            raise DataError(f"MNIST {split}: {n_img} images but {n_lab} labels")
-    h, w = arrays["train_images"].shape[1:]
-    return Images(
-        train=arrays["train_images"].reshape(-1, h * w),
-        test=arrays["test_images"].reshape(-1, h * w),
-        train_labels=arrays["train_labels"], test_labels=arrays["test_labels"],
-        image_shape=(1, h, w), source=f"MNIST from {root}",
-    )  # fmt: skip
+def load_mnist(path: str | Path | None = None, progress: bool = False) -> Images:
+    """MNIST's own split, 8-bit ``[60000, 784]`` and ``[10000, 784]`` with labels, from the folder
+    ``path`` (default ``$PYROVAE_DATA/mnist`` or ``~/.cache/pyrovae/mnist``), downloading what is
+    missing; every file is checked against its SHA-256 at every load."""
+    folder = Path(path) if path is not None else default_folder("mnist")
+    return load_idx_images("mnist", FILES, folder, f"MNIST from {folder}", progress)

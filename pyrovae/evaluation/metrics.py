@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..estimators.direct import applies
@@ -18,6 +20,12 @@ from ..estimators.weights import logmeanexp
 from .log_likelihood import log_likelihood
 
 ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def bits_per_dim(nats: float, dims: int) -> float:
+    """A log-likelihood (or bound) of ``dims``-dimensional discrete data in nats, as the negated
+    bits per dimension that papers on 8-bit images report: -nats / (dims ln 2)."""
+    return -nats / (dims * math.log(2))
 
 
 def active_units(posterior_means: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
@@ -56,6 +64,7 @@ def evaluate_model(
     chunk_size: int = 250,
     elbo_particles: int = 100,
     per_point: bool = False,
+    progress: int | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Average per-data-point metrics over ``batches`` (each passed as the first argument).
@@ -66,7 +75,8 @@ def evaluate_model(
     - ``iwae_bound``: IWAE(K) at K = ``num_particles`` (the training K).
     - ``log_likelihood``: the importance-sampled log p(x) at K = ``num_samples`` (0 skips it).
     - ``active_units`` (Burda et al. 2016; from two data points on) and ``seconds``.
-    All in nats per data point. ``per_point=True`` adds ``points``: each data point's
+    ``progress``: the number of data points in ``batches``, to show a progress bar over them
+    (None: no bar). All in nats per data point. ``per_point=True`` adds ``points``: each data point's
     ``elbo``, ``iwae_bound`` and ``log_likelihood`` as lists.
     """
     start = time.perf_counter()
@@ -81,6 +91,7 @@ def evaluate_model(
             points.setdefault(key, []).append(value.detach())
 
     with torch.no_grad():
+        bar = tqdm(total=progress, disable=progress is None, unit="point", desc="evaluation", dynamic_ncols=True)
         for x in batches:
             args = (x,)
             if nesting is None:
@@ -101,6 +112,8 @@ def evaluate_model(
                                     max_plate_nesting=nesting, subsample_pin=pin, **kwargs)  # fmt: skip
                 add("log_likelihood", ll)
             n += x.shape[0]
+            bar.update(x.shape[0])
+        bar.close()
     out: dict[str, Any] = {k: v.item() / n for k, v in sums.items()}
     out["iwae_particles"] = num_particles
     if num_samples:

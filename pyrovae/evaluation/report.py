@@ -16,7 +16,7 @@ from ..config import load as load_config
 from ..data import InMemoryData
 from ..errors import ConfigError
 from ..vae import VAE
-from .metrics import evaluate_model
+from .metrics import bits_per_dim, evaluate_model
 from .plots import interleave, save_grid
 
 EVALUATION_FILE = "evaluation.json"
@@ -29,9 +29,17 @@ def evaluate_loaded(
     vae: VAE,
     dataset: InMemoryData,
     num_samples: int | None = None,
+    progress: bool = False,
+    model_epoch: int | None = None,
 ) -> dict[str, Any]:
     """Score ``vae`` on the test set and write ``evaluation.json``, ``samples.png`` and
     ``reconstructions.png`` (inputs in odd columns, reconstructions right of them) to ``run_dir``.
+
+    The test points go ``eval_batch_size`` at a time and the particles ``eval_chunk_size`` at a
+    time, so memory is bounded by their product whatever the test set's size; ``progress`` shows a
+    bar over the points; ``model_epoch`` (the epoch of the model scored) goes into the result.
+    For 8-bit data (a likelihood of 8-bit levels, as for CIFAR-10) the result also gives
+    ``bits_per_dim``: each bound and the log-likelihood in bits per dimension.
     """
     k = cfg.eval_num_samples if num_samples is None else num_samples
     est = estimators.make(cfg.estimator, num_particles=cfg.num_particles, **cfg.estimator_options)
@@ -41,8 +49,15 @@ def evaluate_loaded(
         result = evaluate_model(
             vae.model, vae.guide, dataset.test_batches(cfg.eval_batch_size),
             num_particles=iwae_k, num_samples=k, chunk_size=cfg.eval_chunk_size,
+            progress=dataset.num_test if progress else None,
         )  # fmt: skip
     result = {"estimator": cfg.estimator, "likelihood": cfg.likelihood, **result}
+    if model_epoch is not None:  # the epoch whose model this is (early stopping: the best one)
+        result["model_epoch"] = model_epoch
+    if dataset.kind == "counts":  # 8-bit levels: the convention is bits per dimension
+        dims = dataset.images.x_dim
+        result["bits_per_dim"] = {key: bits_per_dim(result[key], dims)
+                                  for key in ("log_likelihood", "elbo", "iwae_bound") if key in result}  # fmt: skip
     tmp = run_dir / (EVALUATION_FILE + ".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp, run_dir / EVALUATION_FILE)
@@ -57,7 +72,9 @@ def evaluate_loaded(
     return result
 
 
-def evaluate_run(run_dir: str | Path, num_samples: int | None = None, device: str | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path, num_samples: int | None = None, device: str | None = None, progress: bool = False
+) -> dict[str, Any]:
     """Load a run directory's config and checkpoint and evaluate it (see :func:`evaluate_loaded`)."""
     from ..training import CHECKPOINT_FILE, CONFIG_FILE, build_vae, check_run_dir, load_images, resolve_device
 
@@ -75,4 +92,4 @@ def evaluate_run(run_dir: str | Path, num_samples: int | None = None, device: st
     vae = build_vae(cfg, images).to(dev)
     checkpoint.restore(vae, state["model"], run_dir / CHECKPOINT_FILE)
     dataset = InMemoryData(images, vae.likelihood, cfg.binarization, dev, cfg.seed)
-    return evaluate_loaded(run_dir, cfg, vae, dataset, num_samples)
+    return evaluate_loaded(run_dir, cfg, vae, dataset, num_samples, progress)

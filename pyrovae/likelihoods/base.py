@@ -34,6 +34,12 @@ class Likelihood(nn.Module):
             raise ValueError(f"x_dim must be positive, got {x_dim}")
         self.x_dim = int(x_dim)
 
+    @property
+    def input_scale(self) -> float:
+        """What the encoder multiplies the data by: 8-bit levels (``"counts"``) go to [0, 1], as
+        the networks expect inputs of order one; the likelihood still sees the levels."""
+        return 1.0 / 255.0 if self.data_kind == "counts" else 1.0
+
     def split(self, params: Tensor) -> tuple[Tensor, ...]:
         """Cut decoder output ``[..., num_params * x_dim]`` into ``num_params`` ``[..., x_dim]``."""
         if params.shape[-1] != self.num_params * self.x_dim:

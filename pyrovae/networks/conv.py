@@ -20,7 +20,8 @@ def _check_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 class ConvEncoder(nn.Module):
-    """x ``[B, C*H*W]`` -> (mu, sigma): two stride-2 convolutions, then a dense layer."""
+    """x ``[B, C*H*W]`` -> (mu, sigma): two stride-2 convolutions, then a dense layer; ``input_scale``
+    multiplies x first (1/255 for 8-bit levels)."""
 
     def __init__(
         self,
@@ -29,8 +30,10 @@ class ConvEncoder(nn.Module):
         channels: Sequence[int] = (32, 64),
         hidden: int = 256,
         act: str = "relu",
+        input_scale: float = 1.0,
     ):
         super().__init__()
+        self.input_scale = float(input_scale)
         self.image_shape = _check_shape(image_shape)
         c, h, w = self.image_shape
         c1, c2 = channels
@@ -46,6 +49,7 @@ class ConvEncoder(nn.Module):
         self.head = GaussianHead(hidden, z_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x * self.input_scale if self.input_scale != 1.0 else x
         return self.head(self.net(x.reshape(-1, *self.image_shape)))
 
 

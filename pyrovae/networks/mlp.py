@@ -41,14 +41,19 @@ class GaussianHead(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-    """x ``[B, x_dim]`` -> (mu, sigma) ``[B, z_dim]`` through hidden layers of ``hidden`` units."""
+    """x ``[B, x_dim]`` -> (mu, sigma) ``[B, z_dim]`` through hidden layers of ``hidden`` units;
+    ``input_scale`` multiplies x first (1/255 for 8-bit levels)."""
 
-    def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (400,), act: str = "relu"):
+    def __init__(
+        self, x_dim: int, z_dim: int, hidden: Sequence[int] = (400,), act: str = "relu", input_scale: float = 1.0
+    ):
         super().__init__()
+        self.input_scale = float(input_scale)
         self.body = nn.Sequential(*mlp([x_dim, *hidden], act), activation(act)) if hidden else None
         self.head = GaussianHead(hidden[-1] if hidden else x_dim, z_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x * self.input_scale if self.input_scale != 1.0 else x
         return self.head(self.body(x) if self.body is not None else x)
 
 

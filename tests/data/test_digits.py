@@ -63,7 +63,8 @@ def test_batches_cover_the_epoch_once_and_keep_a_last_partial_batch():
 
 
 def test_unknown_dataset_and_binarization():
-    with pytest.raises(ConfigError, match="unknown dataset 'cifar'; valid datasets: digits, mnist, npz"):
+    valid = "cifar10, digits, fashion_mnist, mnist, mnist_static, npz, omniglot"
+    with pytest.raises(ConfigError, match=f"unknown dataset 'cifar'; valid datasets: {valid}$"):
         load("cifar")
     with pytest.raises(ConfigError, match="unknown binarization 'soft'"):
         _data("bernoulli", binarization="soft")
