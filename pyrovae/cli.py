@@ -176,12 +176,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from . import estimators, likelihoods
+    from . import data, estimators, likelihoods, presets
 
     for kind, reg in (("likelihoods", likelihoods), ("estimators", estimators)):
         print(f"{kind}:")
         for name in reg.names():
             print(f"  {name:22s} options: {', '.join(reg.options(name)) or '-'}")
+    print(f"datasets: {', '.join(sorted(data.DATASETS))}")
+    print(f"presets: {', '.join(presets.names())} (or a .toml file of config keys)")
     return 0
 
 
@@ -232,8 +234,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a train config key for every cell (repeatable), e.g. --set hidden=[200]")  # fmt: skip
     c.set_defaults(fn=_cmd_compare)
-    ls = sub.add_parser("list", help="list the likelihoods and estimators with their options",
-                        description="List the likelihoods and estimators with their options.")  # fmt: skip
+    ls = sub.add_parser("list", help="list the likelihoods, estimators (with their options), data sets, presets",
+                        description="List the likelihoods and estimators with their options, the data sets and "
+                                    "the presets.")  # fmt: skip
     ls.set_defaults(fn=_cmd_list)
     return p
 

@@ -51,3 +51,16 @@ def test_a_usage_error_is_one_line(capsys):
     assert err == ["pyrovae: error: argument --lr: invalid float value: 'fast' (see: pyrovae train --help)"]
     assert cli.main(["train", "--help"]) == 0
     assert "--eval-batch-size" in capsys.readouterr().out
+
+
+def test_list_names_every_likelihood_estimator_dataset_and_preset(capsys):
+    from pyrovae import data, estimators, likelihoods, presets
+
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
+    assert listed == set(likelihoods.names()) | set(estimators.names())
+    (datasets,) = [line for line in out.splitlines() if line.startswith("datasets:")]
+    assert datasets.removeprefix("datasets: ").split(", ") == sorted(data.DATASETS)
+    (preset_line,) = [line for line in out.splitlines() if line.startswith("presets:")]
+    assert all(name in preset_line for name in presets.names()) and "burda2016-1layer" in preset_line
