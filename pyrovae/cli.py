@@ -160,6 +160,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                 raise PyrovaeError(f"--set needs KEY=VALUE, got {item!r}")
             base[key.strip().replace("-", "_")] = parse_value(text.strip())
         overrides["base"] = base
+    if args.vary:
+        overrides["vary"] = {key.replace("-", "_"): [parse_value(v) for v in values] for key, *values in args.vary}
     spec = GridSpec.load(args.config, overrides) if args.config else GridSpec.from_dict(overrides)
     check_run_dir(args.out, create=True)  # a file in the way or a read-only folder: before any line
     n = len(spec.cells())
@@ -176,12 +178,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from . import data, estimators, likelihoods, presets
+    from . import data, estimators, families, likelihoods, presets
 
     for kind, reg in (("likelihoods", likelihoods), ("estimators", estimators)):
         print(f"{kind}:")
         for name in reg.names():
             print(f"  {name:22s} options: {', '.join(reg.options(name)) or '-'}")
+    print('families (config keys; combine them, e.g. latents = [100, 50] with guide = "iaf"):')
+    for name, (what, keys) in families.FAMILIES.items():
+        print(f"  {name:22s} {what}; options: {', '.join(keys)}")
     print(f"datasets: {', '.join(sorted(data.DATASETS))}")
     print(f"presets: {', '.join(presets.names())} (or a .toml file of config keys)")
     return 0
@@ -233,6 +238,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--gap-steps", type=int, metavar="N", help="steps refining q for the gaps")
     c.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a train config key for every cell (repeatable), e.g. --set hidden=[200]")  # fmt: skip
+    c.add_argument("--vary", action="append", nargs="+", metavar="KEY VALUE",
+                   help="an axis of the grid: a train config key and its values (repeatable; the grid takes every "
+                        "combination), e.g. --vary guide gaussian iaf --vary latents [50] [100,50]")  # fmt: skip
     c.set_defaults(fn=_cmd_compare)
     ls = sub.add_parser("list", help="list the likelihoods, estimators (with their options), data sets, presets",
                         description="List the likelihoods and estimators with their options, the data sets and "

@@ -43,6 +43,18 @@ class Config:
     hidden: list[int] = _key([400], "hidden layer sizes of the MLP encoder (the decoder mirrors them)")
     activation: str = _key("relu", "the nonlinearity between layers")
     z_dim: int = _key(50, "size of the latent code z")
+    # model family (pyrovae/families): the latent layers, the guide and the prior
+    latents: list[int] = _key([], "stochastic layers' sizes, bottom (next to x) to top, e.g. [100, 50] for Burda et "
+                              "al.'s two layers; empty: one layer of z_dim")  # fmt: skip
+    latent: str = _key("gaussian", "the latent units: gaussian, or bernoulli (a sigmoid belief net; train with "
+                       "estimators that take score functions: elbo, iwae, vimco, rws)")  # fmt: skip
+    guide: str = _key("gaussian", "q(z | x): a diagonal gaussian, or that gaussian followed by conditional "
+                      "autoregressive flows: iaf (Kingma et al. 2016) or spline (neural spline flows)")  # fmt: skip
+    flow_layers: int = _key(2, "flow guides: the number of flow steps")
+    flow_hidden: list[int] = _key([200], "flow guides: hidden layer sizes of each step's autoregressive net")
+    prior: str = _key("gaussian", "p(z): N(0, I) (gaussian), the VampPrior (vamp: a mixture of the guide at learned "
+                      "pseudo-inputs, Tomczak & Welling 2018) or a learned mixture of gaussians (mog)")  # fmt: skip
+    prior_components: int = _key(500, "vamp and mog priors: the number of mixture components (pseudo-inputs)")
     # estimator
     estimator: str = _key("elbo", "the training objective and its gradient estimator")
     num_particles: int = _key(1, "K, particles (samples of z) per data point")
@@ -104,6 +116,9 @@ class Config:
                               f"{self.adam_beta2}, {self.adam_eps}")  # fmt: skip
         if any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden sizes must be >= 1, got {self.hidden}")
+        from .families import check
+
+        check(self)
         return self
 
 
@@ -121,6 +136,7 @@ def choices() -> dict[str, list[str]]:
     constants that define them (``estimator`` also takes ``pyro.<ELBO class>``)."""
     from . import estimators, likelihoods
     from .data import BINARIZATIONS, DATASETS
+    from .families import GUIDES, LATENTS, PRIORS
     from .networks import ACTIVATIONS
     from .schedules import SCHEDULES
     from .vae import ARCHITECTURES
@@ -128,7 +144,8 @@ def choices() -> dict[str, list[str]]:
     return {
         "dataset": sorted(DATASETS), "binarization": list(BINARIZATIONS), "likelihood": likelihoods.names(),
         "architecture": list(ARCHITECTURES), "activation": sorted(ACTIVATIONS), "estimator": estimators.names(),
-        "compile": list(COMPILE_MODES), "lr_schedule": list(SCHEDULES),
+        "compile": list(COMPILE_MODES), "lr_schedule": list(SCHEDULES), "latent": list(LATENTS),
+        "guide": list(GUIDES), "prior": list(PRIORS),
     }  # fmt: skip
 
 

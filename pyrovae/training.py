@@ -23,7 +23,7 @@ from .config import Config, from_dict, to_toml
 from .config import load as load_config
 from .early_stopping import EarlyStopping
 from .errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
-from .estimators.direct import offers_direct
+from .estimators.direct import offers_direct, offers_single
 from .vae import VAE
 
 CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE = "config.toml", "checkpoint.pt", "metrics.jsonl"
@@ -60,6 +60,8 @@ def build_vae(cfg: Config, images: data.Images) -> VAE:
         x_dim=images.x_dim, z_dim=cfg.z_dim, likelihood=cfg.likelihood,
         likelihood_options=cfg.likelihood_options, hidden=cfg.hidden,
         activation=cfg.activation, architecture=cfg.architecture, image_shape=images.image_shape,
+        latents=cfg.latents, latent=cfg.latent, guide=cfg.guide, flow_layers=cfg.flow_layers,
+        flow_hidden=cfg.flow_hidden, prior=cfg.prior, prior_components=cfg.prior_components,
     )  # fmt: skip
 
 
@@ -103,6 +105,8 @@ def compile_refusal(estimator: pyro.infer.ELBO, vae: VAE) -> str | None:
     """Why the loss of ``estimator`` is not compiled (None: it can be)."""
     if not fast_path(estimator, vae):
         return "it is traced by Pyro"
+    if not offers_single(vae.model, vae.guide):
+        return "compiling is tested for the one-latent-site VAE only; this family runs eager"
     if estimator.needs_grad_scale:
         return "its gradient hooks do not survive torch.compile"
     if getattr(estimator, "sleep_phi", False):

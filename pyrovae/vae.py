@@ -117,6 +117,14 @@ class VAEModel(nn.Module):
         _check_device(x, self.prior_loc)
         return self.likelihood(self.decoder(z)).log_prob(x), self.prior(x.shape[0]).log_prob(z)
 
+    def sample_latents(self, n: int) -> dict[str, Tensor]:
+        """A draw of every latent site from the prior, ``[n, z_dim]``."""
+        return {"z": self.prior(n).sample()}
+
+    def decode(self, latents: dict[str, Tensor]) -> Tensor:
+        """The decoder output the likelihood takes, at the given latents."""
+        return self.decoder(latents["z"])
+
 
 class VAEGuide(nn.Module):
     """q(z | x) = N(z; mu(x), diag sigma(x)^2), the amortized encoder, at site ``z``.
@@ -143,6 +151,10 @@ class VAEGuide(nn.Module):
         register_module(self.pyro_name, self)
         with self._plate(x.shape[0], num_data, x.device):
             return pyro.sample("z", self.distribution(x))
+
+    def code(self, x: Tensor) -> dict[str, Tensor]:
+        """A representative code per latent site: the mean of q(z | x), ``[B, z_dim]``."""
+        return {"z": self.distribution(x).mean}
 
     def local_parameters(self, x: Tensor) -> dict[str, Tensor]:
         """The encoder's output per data point, unconstrained: ``loc`` and ``log_scale``."""
@@ -193,6 +205,11 @@ class VAE(nn.Module):
             which pyrovae's own encoders scale by 1/255);
             ``decoder(z)`` maps ``[..., z_dim]`` to ``[..., likelihood.num_params * x_dim]``.
         name: prefix of the parameters' names in Pyro's param store; unique by default.
+        latents, latent, guide, flow_layers, flow_hidden, prior, prior_components: the model
+            family (:mod:`pyrovae.families`): stochastic layers ``[d_1, ..., d_L]`` (``[]``: one of
+            ``z_dim``), ``"gaussian"`` or ``"bernoulli"`` units, a ``"gaussian"``, ``"iaf"`` or
+            ``"spline"`` guide, a ``"gaussian"``, ``"vamp"`` or ``"mog"`` prior. Anything but one
+            Gaussian layer, Gaussian guide and N(0, I) prior builds that family's model and guide.
     """
 
     def __init__(
@@ -208,8 +225,18 @@ class VAE(nn.Module):
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
         name: str | None = None,
+        latents: Sequence[int] = (),
+        latent: str = "gaussian",
+        guide: str = "gaussian",
+        flow_layers: int = 2,
+        flow_hidden: Sequence[int] = (200,),
+        prior: str = "gaussian",
+        prior_components: int = 500,
     ) -> None:
         super().__init__()
+        from .families import Family, build
+
+        family = Family(tuple(latents), latent, guide, flow_layers, tuple(flow_hidden), prior, prior_components)
         if architecture not in ARCHITECTURES:
             raise ConfigError(f"unknown architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}")
         if isinstance(likelihood, str):
@@ -218,6 +245,16 @@ class VAE(nn.Module):
             raise ConfigError("likelihood_options go with a likelihood name, not an instance")
         out_dim = likelihood.num_params * x_dim
         hidden = tuple(hidden)
+        self.name = name if name is not None else f"vae{next(_names)}"
+        self.x_dim, self.z_dim = x_dim, z_dim
+        if not family.is_default:
+            if encoder is not None or decoder is not None or architecture != "mlp":
+                raise ConfigError("latents/latent/guide/prior other than one gaussian layer build their own mlp "
+                                  "networks: give no encoder, decoder or architecture")  # fmt: skip
+            self.model, self.guide = build(family, x_dim, z_dim, likelihood, hidden, activation, self.name)
+            return
+        if family.latents:
+            z_dim = self.z_dim = family.latents[0]
         if architecture == "conv":
             if image_shape is None:
                 raise ConfigError("architecture 'conv' needs image_shape=(C, H, W)")
@@ -226,8 +263,6 @@ class VAE(nn.Module):
         else:
             encoder = encoder or MLPEncoder(x_dim, z_dim, hidden, activation, input_scale=likelihood.input_scale)
             decoder = decoder or MLPDecoder(z_dim, out_dim, hidden, activation)
-        self.name = name if name is not None else f"vae{next(_names)}"
-        self.x_dim, self.z_dim = x_dim, z_dim
         self.model = VAEModel(decoder, likelihood, z_dim, f"{self.name}.model")
         self.guide = VAEGuide(encoder, f"{self.name}.guide")
 
@@ -238,10 +273,9 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
         """Likelihood means at ``n`` draws from the prior: ``[n, x_dim]``."""
-        z = self.model.prior(n).sample()
-        return self.likelihood.mean(self.model.decoder(z))
+        return self.likelihood.mean(self.model.decode(self.model.sample_latents(n)))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """Likelihood means at the encoder's mean code: ``[B, x_dim]``."""
-        return self.likelihood.mean(self.model.decoder(self.guide.distribution(x).mean))
+        """Likelihood means at the guide's representative code (the encoder's mean): ``[B, x_dim]``."""
+        return self.likelihood.mean(self.model.decode(self.guide.code(x)))

@@ -53,13 +53,15 @@ def test_a_usage_error_is_one_line(capsys):
     assert "--eval-batch-size" in capsys.readouterr().out
 
 
-def test_list_names_every_likelihood_estimator_dataset_and_preset(capsys):
-    from pyrovae import data, estimators, likelihoods, presets
+def test_list_names_every_likelihood_estimator_family_dataset_and_preset(capsys):
+    from pyrovae import data, estimators, families, likelihoods, presets
 
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    listed = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
+    registries, family_part = out.split("families")
+    listed = {line.split()[0] for line in registries.splitlines() if line.startswith("  ")}
     assert listed == set(likelihoods.names()) | set(estimators.names())
+    assert {line.split()[0] for line in family_part.splitlines() if line.startswith("  ")} == set(families.FAMILIES)
     (datasets,) = [line for line in out.splitlines() if line.startswith("datasets:")]
     assert datasets.removeprefix("datasets: ").split(", ") == sorted(data.DATASETS)
     (preset_line,) = [line for line in out.splitlines() if line.startswith("presets:")]

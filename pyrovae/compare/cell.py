@@ -83,9 +83,13 @@ def run_cell(cell_dir: str | Path, config: dict[str, Any], settings: dict[str, A
             khat.append(d["khat"])
             ess.append(d["ess"])
         khat, ess = np.concatenate(khat), np.concatenate(ess)
+        gaps: dict[str, Any] = {}  # a guide without per-point parameters (a flow, a hierarchy) has no gaps: "-"
         gap_idx = _spread(dataset.num_test, settings["gap_points"], device)
-        gaps = amortization_gaps(vae.model, vae.guide, dataset.test[gap_idx], steps=settings["gap_steps"],
-                                 num_samples=min(settings["eval_num_samples"], 1000))  # fmt: skip
+        if hasattr(vae.guide, "local_parameters") and settings["gap_points"]:
+            gaps = amortization_gaps(vae.model, vae.guide, dataset.test[gap_idx], steps=settings["gap_steps"],
+                                     num_samples=min(settings["eval_num_samples"], 1000))  # fmt: skip
+        else:
+            gap_idx = gap_idx[:0]
         diag_seconds = time.perf_counter() - t
         with torch.no_grad():
             save_grid(cell_dir / "samples.png", vae.sample(64) / (255.0 if dataset.kind == "counts" else 1.0),

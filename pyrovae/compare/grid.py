@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import estimators, likelihoods
-from ..config import FIELDS, from_dict, parse_value, to_toml, toml_value, tomllib
+from ..config import FIELDS, from_dict, parse_value, toml_value, tomllib
 from ..errors import ConfigError
 
 BUDGETS = {"epochs": "epochs", "steps": "max_steps", "seconds": "max_seconds"}
@@ -55,6 +56,11 @@ class EstimatorSpec:
         return self
 
     @property
+    def variant_dict(self) -> dict[str, Any]:
+        """The variant as config values (lists as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.variant}
+
+    @property
     def label(self) -> str:
         """How tables name it: ``iwae K=5``, ``renyi K=5 alpha=0.5``."""
         extra = "".join(f" {k}={v}" for k, v in self.options)
@@ -68,15 +74,33 @@ class EstimatorSpec:
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the grid: an estimator spec, a likelihood and a seed."""
+    """One run of the grid: an estimator spec, a likelihood, a seed and a variant (config values
+    of the grid's ``vary`` axes, e.g. ``(("guide", "iaf"),)``)."""
 
     estimator: EstimatorSpec
     likelihood: str
     seed: int
+    variant: tuple[tuple[str, Any], ...] = ()
 
     @property
     def id(self) -> str:
-        return f"{self.estimator.slug}-{self.likelihood}-seed{self.seed}"
+        extra = "".join(f"-{k}{_show(v)}" for k, v in self.variant)
+        return re.sub(r"[^A-Za-z0-9_.,-]", "", f"{self.estimator.slug}{extra}-{self.likelihood}-seed{self.seed}")
+
+    @property
+    def variant_dict(self) -> dict[str, Any]:
+        """The variant as config values (lists as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.variant}
+
+    @property
+    def label(self) -> str:
+        """The estimator's label and the variant: ``iwae K=5 guide=iaf latents=[100, 50]``."""
+        return self.estimator.label + "".join(f" {k}={_show(v)}" for k, v in self.variant)
+
+
+def _show(value: Any) -> str:
+    """A variant's value as labels show it: ``iaf``, ``[100, 50]``."""
+    return value if isinstance(value, str) else toml_value(list(value) if isinstance(value, tuple) else value)
 
 
 @dataclass
@@ -90,6 +114,7 @@ class GridSpec:
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     budget: dict[str, float] = field(default_factory=lambda: {"epochs": 30})
     base: dict[str, Any] = field(default_factory=dict)
+    vary: dict[str, list[Any]] = field(default_factory=dict)  # config key -> values: axes of the grid
     eval_num_samples: int = 5000  # K of the test IS log-likelihood
     psis_samples: int = 1000  # K of the PSIS k-hat and importance ESS (>= 100)
     psis_points: int = 500  # test points they cover
@@ -110,10 +135,17 @@ class GridSpec:
             )
         if next(iter(self.budget.values())) <= 0:
             raise ConfigError(f"the budget must be positive, got {self.budget}")
-        clash = sorted(set(self.base) & {"estimator", "num_particles", "estimator_options", "likelihood",
-                                         "seed", "epochs", "max_steps", "max_seconds"})  # fmt: skip
-        if clash:
-            raise ConfigError(f"base may not set {', '.join(clash)}: the grid and the budget set them")
+        owned = {"estimator", "num_particles", "estimator_options", "likelihood", "seed", "epochs", "max_steps",
+                 "max_seconds"}  # fmt: skip
+        for part, keys in (("base", self.base), ("vary", self.vary)):
+            clash = sorted(set(keys) & owned)
+            if clash:
+                raise ConfigError(f"{part} may not set {', '.join(clash)}: the grid and the budget set them")
+        for key, values in self.vary.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"vary {key!r} needs a non-empty list of values, got {values!r}")
+            if len({toml_value(v) for v in values}) != len(values):
+                raise ConfigError(f"vary {key!r} lists a value twice: {values!r}")
         from_dict(self.base).validate()
         if self.psis_samples < 100:
             raise ConfigError(f"psis_samples must be >= 100, got {self.psis_samples}")
@@ -121,14 +153,23 @@ class GridSpec:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if len({c.id for c in self.cells()}) != len(self.cells()):
             raise ConfigError("two cells of the grid are the same; list each estimator spec once")
+        for cell in self.cells():  # every cell's config, now: an impossible combination fails before any run
+            self.cell_config(cell)
+
+    def variants(self) -> list[tuple[tuple[str, Any], ...]]:
+        """Every combination of the ``vary`` axes' values (one empty variant without axes)."""
+        keys = list(self.vary)
+        frozen = [[tuple(v) if isinstance(v, list) else v for v in values] for values in self.vary.values()]
+        return [tuple(zip(keys, values, strict=True)) for values in itertools.product(*frozen)]  # hashable cells
 
     def cells(self) -> list[Cell]:
-        return [Cell(e, lik, seed) for e in self.specs for lik in self.likelihoods for seed in self.seeds]
+        return [Cell(e, lik, seed, v) for v in self.variants() for e in self.specs for lik in self.likelihoods
+                for seed in self.seeds]  # fmt: skip
 
     def cell_config(self, cell: Cell) -> dict[str, Any]:
         """The full ``pyrovae train`` config of a cell."""
         unit, amount = next(iter(self.budget.items()))
-        cfg = {**self.base, "estimator": cell.estimator.name,
+        cfg = {**self.base, **cell.variant_dict, "estimator": cell.estimator.name,
                "num_particles": cell.estimator.num_particles,
                "estimator_options": dict(cell.estimator.options),
                "likelihood": cell.likelihood, "seed": cell.seed, "eval_num_samples": 0}  # fmt: skip
@@ -144,10 +185,11 @@ class GridSpec:
 
     def to_toml(self) -> str:
         """The exact specification, as TOML that ``GridSpec.load`` reads back."""
-        top = {k: v for k, v in self.to_dict().items() if k not in ("budget", "base")}
+        top = {k: v for k, v in self.to_dict().items() if k not in ("budget", "base", "vary")}
         lines = to_toml_dict(top)
         lines += "\n[budget]\n" + to_toml_dict(self.budget)
-        lines += "\n[base]\n" + to_toml(from_dict(self.base)) if self.base else ""
+        lines += "\n[base]\n" + to_toml_dict(self.base) if self.base else ""
+        lines += "\n[vary]\n" + to_toml_dict(self.vary) if self.vary else ""
         return lines
 
     @classmethod

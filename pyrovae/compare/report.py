@@ -197,7 +197,7 @@ def write_netcdf(path: Path, results: list[dict[str, Any]], table_rows: list[dic
 
     n_point = max(len(r["points"].get("log_likelihood", [])) for r in results)
     n_psis = max(len(r["points"]["khat"]) for r in results)
-    n_gap = max(len(r["points"]["gap_amortization_gap"]) for r in results)
+    n_gap = max(len(r["points"].get("gap_amortization_gap", [])) for r in results)
     n_epoch = max(len(r["metrics"]) for r in results)
     data_vars: dict[str, Any] = {c: ("cell", [row[c] for row in table_rows]) for c in COLUMNS}
     data_vars.update({
@@ -207,9 +207,9 @@ def write_netcdf(path: Path, results: list[dict[str, Any]], table_rows: list[dic
         "khat": (("cell", "psis_point"), padded(lambda r: r["points"]["khat"], n_psis)),
         "ess": (("cell", "psis_point"), padded(lambda r: r["points"]["ess"], n_psis)),
         "approximation_gap_point": (("cell", "gap_point"),
-                                    padded(lambda r: r["points"]["gap_approximation_gap"], n_gap)),
+                                    padded(lambda r: r["points"].get("gap_approximation_gap", []), n_gap)),
         "amortization_gap_point": (("cell", "gap_point"),
-                                   padded(lambda r: r["points"]["gap_amortization_gap"], n_gap)),
+                                   padded(lambda r: r["points"].get("gap_amortization_gap", []), n_gap)),
         "train_loss": (("cell", "epoch"), padded(lambda r: [m.get("train_loss", np.nan) for m in r["metrics"]],
                                                  n_epoch)),
         "test_bound": (("cell", "epoch"), padded(lambda r: [m.get("test_bound", m.get("test_objective", np.nan))

@@ -26,9 +26,9 @@ def _settings(spec: GridSpec, cell: Cell) -> dict[str, Any]:
     keys = ("eval_num_samples", "psis_samples", "psis_points", "snr_draws", "snr_batch", "snr_epochs",
             "gap_points", "gap_steps")  # fmt: skip
     return {**{k: getattr(spec, k) for k in keys},
-            "cell": {"id": cell.id, "estimator": cell.estimator.name, "label": cell.estimator.label,
+            "cell": {"id": cell.id, "estimator": cell.estimator.name, "label": cell.label,
                      "num_particles": cell.estimator.num_particles, "options": dict(cell.estimator.options),
-                     "likelihood": cell.likelihood, "seed": cell.seed}}  # fmt: skip
+                     "likelihood": cell.likelihood, "seed": cell.seed, "variant": cell.variant_dict}}  # fmt: skip
 
 
 def _worker_init(threads: int) -> None:

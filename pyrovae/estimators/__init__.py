@@ -22,6 +22,7 @@ from . import (  # noqa: F401 - each import registers its estimator
     renyi,
     rws,
     stl,
+    vimco,
 )
 from .base import REGISTRY, Estimator, path_surrogate, scaled_sum
 from .direct import DirectGuide, DirectLogWeights, DirectModel

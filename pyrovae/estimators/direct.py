@@ -81,10 +81,22 @@ def computes_what_it_samples(obj: Any, methods: tuple[str, ...]) -> bool:
 
 
 def offers_direct(model: Callable, guide: Callable) -> bool:
-    """Whether ``model`` and ``guide`` compute their log densities directly, for what they sample
-    (:class:`DirectModel` and :class:`DirectGuide`, checked by attribute: a Protocol's isinstance
-    would cost more than the rest of this check at every step)."""
+    """Whether ``model`` and ``guide`` compute their log densities directly, for what they sample:
+    one latent site (:class:`DirectModel` and :class:`DirectGuide`) or several in layers
+    (:class:`~pyrovae.estimators.layered.LayeredModel` and ``LayeredGuide``); checked by attribute, as
+    a Protocol's isinstance would cost more than the rest of this check at every step."""
+    return offers_single(model, guide) or offers_layered(model, guide)
+
+
+def offers_single(model: Callable, guide: Callable) -> bool:
     return computes_what_it_samples(model, MODEL_METHODS) and computes_what_it_samples(guide, GUIDE_METHODS)
+
+
+def offers_layered(model: Callable, guide: Callable) -> bool:
+    from . import layered
+
+    return (computes_what_it_samples(model, layered.MODEL_METHODS)
+            and computes_what_it_samples(guide, layered.GUIDE_METHODS))  # fmt: skip
 
 
 def applies(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .direct import DirectLogWeights, applies
+from .direct import DirectLogWeights, applies, offers_single
+from .layered import LayeredLogWeights
 from .traced import SubsamplePin, TracedLogWeights, guess_max_plate_nesting
 from .weights import LogWeights
 
@@ -31,8 +32,9 @@ def draw(
     points an earlier traced draw scored (its ``pin``), for plates that draw their own subsample.
     """
     if fast if fast is not None else applies(model, guide, args, kwargs):
-        return DirectLogWeights(model, guide, *args, **kwargs, num_particles=num_particles,  # type: ignore[arg-type]
-                                detach_latents=detach_latents, grad_scale_latents=grad_scale_latents)  # fmt: skip
+        producer = DirectLogWeights if offers_single(model, guide) else LayeredLogWeights
+        return producer(model, guide, *args, **kwargs, num_particles=num_particles,  # type: ignore[arg-type]
+                        detach_latents=detach_latents, grad_scale_latents=grad_scale_latents)  # fmt: skip
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
     return TracedLogWeights(

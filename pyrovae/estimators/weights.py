@@ -102,8 +102,8 @@ class LogWeights(ABC):
         if bad:
             raise ModelStructureError(
                 f"estimator {estimator!r} needs reparameterized guide sites; "
-                f"{', '.join(map(repr, bad))} cannot be reparameterized (use 'elbo' or 'iwae', "
-                "which add score-function terms)"
+                f"{', '.join(map(repr, bad))} cannot be reparameterized (use 'elbo', 'iwae' or "
+                "'vimco', which add score-function terms, or 'rws')"
             )
 
 
