@@ -23,7 +23,7 @@ from .config import Config, from_dict, to_toml
 from .config import load as load_config
 from .early_stopping import EarlyStopping
 from .errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
-from .estimators.direct import offers_direct, offers_single
+from .estimators.direct import offers_direct
 from .vae import VAE
 
 CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE = "config.toml", "checkpoint.pt", "metrics.jsonl"
@@ -105,8 +105,8 @@ def compile_refusal(estimator: pyro.infer.ELBO, vae: VAE) -> str | None:
     """Why the loss of ``estimator`` is not compiled (None: it can be)."""
     if not fast_path(estimator, vae):
         return "it is traced by Pyro"
-    if not offers_single(vae.model, vae.guide):
-        return "compiling is tested for the one-latent-site VAE only; this family runs eager"
+    if not getattr(vae, "family", None) or not vae.family.is_default:
+        return "compiling is tested for pyrovae's one-Gaussian-latent VAE only; other families run eager"
     if estimator.needs_grad_scale:
         return "its gradient hooks do not survive torch.compile"
     if getattr(estimator, "sleep_phi", False):

@@ -234,7 +234,7 @@ class VAE(nn.Module):
         prior_components: int = 500,
     ) -> None:
         super().__init__()
-        from .families import Family, build
+        from .families import Family, build, check_family
 
         family = Family(tuple(latents), latent, guide, flow_layers, tuple(flow_hidden), prior, prior_components)
         if architecture not in ARCHITECTURES:
@@ -246,15 +246,16 @@ class VAE(nn.Module):
         out_dim = likelihood.num_params * x_dim
         hidden = tuple(hidden)
         self.name = name if name is not None else f"vae{next(_names)}"
-        self.x_dim, self.z_dim = x_dim, z_dim
+        check_family(family, architecture, z_dim)
+        self.family = family
+        self.x_dim, self.z_dim = x_dim, family.latents[0] if family.latents else z_dim  # the layer next to x
         if not family.is_default:
             if encoder is not None or decoder is not None or architecture != "mlp":
                 raise ConfigError("latents/latent/guide/prior other than one gaussian layer build their own mlp "
                                   "networks: give no encoder, decoder or architecture")  # fmt: skip
             self.model, self.guide = build(family, x_dim, z_dim, likelihood, hidden, activation, self.name)
             return
-        if family.latents:
-            z_dim = self.z_dim = family.latents[0]
+        z_dim = self.z_dim
         if architecture == "conv":
             if image_shape is None:
                 raise ConfigError("architecture 'conv' needs image_shape=(C, H, W)")

@@ -202,7 +202,11 @@ class GridSpec:
             raise ConfigError(f"cannot read comparison file {path}: {e.strerror or e}") from e
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"comparison file {path} is not valid TOML: {e}") from e
-        return cls.from_dict({**values, **(overrides or {})})
+        overrides = dict(overrides or {})
+        for table in ("base", "vary"):  # a flag adds to (or changes keys of) the file's table
+            if isinstance(values.get(table), dict) and table in overrides:
+                overrides[table] = {**values[table], **overrides[table]}
+        return cls.from_dict({**values, **overrides})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GridSpec:

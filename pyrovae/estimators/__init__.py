@@ -27,6 +27,7 @@ from . import (  # noqa: F401 - each import registers its estimator
 from .base import REGISTRY, Estimator, path_surrogate, scaled_sum
 from .direct import DirectGuide, DirectLogWeights, DirectModel
 from .draw import draw
+from .layered import LayeredGuide, LayeredLogWeights, LayeredModel
 from .traced import SubsamplePin, TracedLogWeights
 from .weights import LogWeights, logmeanexp
 
@@ -35,6 +36,9 @@ __all__ = [
     "DirectLogWeights",
     "DirectModel",
     "Estimator",
+    "LayeredGuide",
+    "LayeredLogWeights",
+    "LayeredModel",
     "LogWeights",
     "SubsamplePin",
     "TracedLogWeights",

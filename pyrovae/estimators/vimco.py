@@ -24,7 +24,12 @@ def leave_one_out_bounds(lw: Tensor) -> Tensor:
     k = lw.shape[0]
     if k < 2:
         raise ConfigError(f"leave-one-out baselines need at least 2 particles, got {k}")
-    mean_others = (lw.sum(0, keepdim=True) - lw) / (k - 1)  # [K, B]
+    zero = torch.zeros_like(lw[:1])  # [1, B]
+    # sum_{j != k} lw_j from prefix and suffix sums, never sum - lw_k: a particle with lw = -inf
+    # (weight 0) would make that -inf - (-inf) = nan
+    before = torch.cat([zero, lw[:-1]]).cumsum(0)  # [K, B]: sum_{j < k} lw_j
+    after = torch.cat([lw[1:], zero]).flip(0).cumsum(0).flip(0)  # [K, B]: sum_{j > k} lw_j
+    mean_others = (before + after) / (k - 1)  # [K, B]
     pad = torch.full_like(lw[:1], -math.inf)  # [1, B]
     prefix = torch.cat([pad, lw[:-1]]).logcumsumexp(0)  # [K, B]: log sum_{j < k} exp(lw_j)
     suffix = torch.cat([lw[1:], pad]).flip(0).logcumsumexp(0).flip(0)  # [K, B]: log sum_{j > k}

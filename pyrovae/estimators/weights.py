@@ -8,9 +8,11 @@ enclosing every sample site, a draw of K particles gives, per particle k and dat
 
 from UNSCALED log probabilities, with the mini-batch scale N / B kept apart so that estimators
 apply it outside any logsumexp. :class:`LogWeights` is the interface every estimator reads; it has
-two producers: :class:`~pyrovae.estimators.traced.TracedLogWeights` (any Pyro model and guide,
-by tracing) and :class:`~pyrovae.estimators.direct.DirectLogWeights` (a model and guide that
-compute their own log densities without tracing, as pyrovae's VAE does).
+three producers: :class:`~pyrovae.estimators.traced.TracedLogWeights` (any Pyro model and guide,
+by tracing), :class:`~pyrovae.estimators.direct.DirectLogWeights` (a model and guide with one
+latent site that compute their own log densities without tracing, as pyrovae's VAE does) and
+:class:`~pyrovae.estimators.layered.LayeredLogWeights` (the same for several sites in layers, as
+pyrovae's hierarchical family does).
 :func:`pyrovae.estimators.draw.draw` picks one.
 """
 

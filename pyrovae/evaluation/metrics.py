@@ -40,16 +40,13 @@ def active_units(posterior_means: Tensor, threshold: float = ACTIVE_UNIT_THRESHO
 
 
 def _posterior_mean(guide: Callable, x: Tensor, latents: dict[str, Tensor], nesting: int) -> Tensor | None:
-    """E_q[z | x], ``[B, latent size]``, for active units.
-
-    pyrovae's guides give ``code(x)``: the mean of q(z | x) for a Gaussian, the mean of each layer
-    at the mean of the layer below for a hierarchy (all layers' units concatenated), the flow at
-    the base mean for a flow guide (which has no closed-form mean). A deterministic code matters:
-    a Monte Carlo mean over 100 particles of a unit that ignores x (sigma near 1) has a variance
-    across points near 1/100, the very threshold, and would count noise as activity. Other guides:
-    ``distribution(x).mean``, else the particles' mean (for guides with only the data plate)."""
-    if hasattr(guide, "code"):  # pyrovae's guides: see the docstring
-        return torch.cat([c.reshape(c.shape[0], -1) for c in guide.code(x).values()], dim=-1)
+    """E_q[z | x], ``[B, latent size]``, for active units: the guide's ``posterior_mean(x)`` where
+    it has one (pyrovae's hierarchy and flow guides: every site's units, concatenated), else its
+    ``distribution(x).mean`` (a Gaussian's, exact), else the mean of the particles (any guide with
+    only the data plate; at 100 particles a unit with posterior scale near 1 has Monte Carlo
+    variance near the 0.01 threshold itself, so such guides should offer ``posterior_mean``)."""
+    if hasattr(guide, "posterior_mean"):
+        return torch.cat([m.reshape(m.shape[0], -1) for m in guide.posterior_mean(x).values()], dim=-1)
     if hasattr(guide, "distribution"):
         return guide.distribution(x).mean
     if nesting != 1 or not latents:

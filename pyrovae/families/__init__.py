@@ -1,7 +1,7 @@
 """Model families beyond one Gaussian latent: the latent layers, the guide and the prior of a run.
 
 Each is declared by config keys and is one file here: ``hierarchical.py`` (stochastic layers
-``latents = [100, 50]``, Gaussian or Bernoulli units), ``iaf.py`` (flow guides: ``guide = "iaf"``
+``latents = [100, 50]``, Gaussian or Bernoulli units), ``flows.py`` (flow guides: ``guide = "iaf"``
 or ``"spline"``), ``vamp.py`` and ``mixture.py`` (learned priors: ``prior = "vamp"`` or
 ``"mog"``). :func:`check` refuses a combination that cannot work, in one line with the valid
 choices; :func:`build` makes the model/guide pair. Every family is a plain Pyro model/guide pair,
@@ -19,8 +19,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..likelihoods import Likelihood
+from .flows import FlowGuide, FlowLayer
 from .hierarchical import HierarchicalGuide, HierarchicalModel
-from .iaf import FlowGuide, FlowLayer
 from .mixture import MixturePriorModel
 from .vamp import VampPriorModel
 

@@ -7,10 +7,10 @@ Model (top-down), guide (bottom-up):
 
 each layer a diagonal Gaussian N(mu(h), diag sigma(h)^2) (sigma = exp(log sigma^2 / 2), as
 :class:`~pyrovae.networks.GaussianHead`; reparameterized) or independent Bernoulli(logits(h)) (a
-sigmoid belief net; not reparameterized, so ``elbo``, ``iwae`` and ``rws`` add score-function terms
-and the path-derivative estimators refuse with one line). The top prior is N(0, I), or Bernoulli
-with learned logits. Deterministic layers follow Burda et al.'s two-layer MNIST architecture: the
-``hidden`` layers between x and z_1, and ``latent_hidden_layers`` layers as wide as z_{l+1}
+sigmoid belief net; not reparameterized, so ``elbo``, ``iwae`` and ``vimco`` add score-function
+terms, ``rws`` needs none, and the path-derivative estimators refuse with one line). The top prior
+is N(0, I), or Bernoulli with learned logits. Deterministic layers follow Burda et al.'s two-layer
+MNIST architecture: the ``hidden`` layers between x and z_1, and ``latent_hidden_layers`` layers as wide as z_{l+1}
 between z_l and z_{l+1} (Burda: 784-100-100-[100]-50-50-[50]); the model mirrors the guide. With
 ``hidden=[]`` every map is linear (the sigmoid belief net of Mnih & Rezende 2016: logits = W z + b).
 One Gaussian layer is the ordinary VAE, with its latent site named ``z1``.
@@ -258,6 +258,31 @@ class HierarchicalGuide(nn.Module):
             for name in self.sites:  # bottom-up; [K, B, d_l] under a particle plate
                 latents[name] = pyro.sample(name, self.site_distribution(name, x, latents))
         return latents[self.sites[-1]]
+
+    @torch.no_grad()
+    def posterior_mean(self, x: Tensor, num_samples: int = 200) -> dict[str, Tensor]:
+        """E_q[z_l | x] per layer, ``[B, d_l]`` (what active units measure, Burda et al. 2016).
+
+        The first layer's is exact; layer l's is E_{z_{l-1} ~ q}[mean of q(z_l | z_{l-1})] over
+        ``num_samples`` draws of the layers below (Rao-Blackwellized: a unit whose conditional mean
+        ignores its parent gets its exact mean, no Monte Carlo noise). A layer without a
+        closed-form mean (a flow) takes the mean of its draws.
+        """
+        latents: dict[str, Tensor] = {}
+        out = {}
+        for layer, name in enumerate(self.sites, 1):
+            q = self.site_distribution(name, x, latents)
+            if layer == 1:
+                latents[name] = q.sample((num_samples,))  # [S, B, d_1]
+                out[name] = self.layers[0].mean(self._input(x)) if self._exact(0) else latents[name].mean(0)
+            else:
+                latents[name] = q.sample()  # [S, B, d_l]
+                parent = latents[self.sites[layer - 2]]
+                out[name] = (self.layers[layer - 1].mean(parent) if self._exact(layer - 1) else latents[name]).mean(0)
+        return out
+
+    def _exact(self, index: int) -> bool:
+        return isinstance(self.layers[index], LatentLayer)
 
     @torch.no_grad()
     def code(self, x: Tensor) -> dict[str, Tensor]:

@@ -18,7 +18,8 @@ class MixturePriorModel(VAEModel):
     log p(z) = logsumexp_c [log softmax(logits)_c + log N(z; loc_c, ...)], ``[K, B]`` at
     ``[K, B, z_dim]``. Only ``prior()`` changes, so the fast path, ``log_prob_terms`` and the
     traced path all use it. No KL from a Gaussian to a mixture is known in closed form:
-    "analytic_elbo" takes the Monte Carlo term log q - log p, i.e. it equals "elbo".
+    the library's "analytic_elbo" takes the Monte Carlo term log q - log p there, i.e. it equals "elbo"
+    (a run's config refuses the pair in one line, since the name would promise a closed form).
 
     Parameters: ``logits [C]`` (start 0: equal weights), ``locs [C, z_dim]`` (start N(0, I), spread
     over the standard prior's bulk), ``log_scales [C, z_dim]`` (start 0: unit scales).

@@ -29,8 +29,9 @@ class VampPriorModel(VAEModel):
     the guide's own q(z | x) at C learned pseudo-inputs u_c ``[C, x_dim]`` (its encoder, shared
     weights). Only ``prior()`` changes, so the fast path, ``log_prob_terms`` and the traced path
     all use it; its log density is a logsumexp over the C components, ``[K, B]`` at ``[K, B, z_dim]``.
-    No KL from a Gaussian to a mixture is known in closed form: "analytic_elbo" takes the Monte
-    Carlo term log q - log p, i.e. it equals "elbo".
+    No KL from a Gaussian to a mixture is known in closed form: the library's "analytic_elbo"
+    takes the Monte Carlo term log q - log p there, i.e. it equals "elbo" (a run's config refuses
+    the pair in one line, since the name would promise a closed form).
 
     The guide is held outside the model's submodules (``object.__setattr__``): its parameters
     belong to the guide, which registers them in Pyro's param store under its own name. As a

@@ -188,3 +188,12 @@ def test_a_two_variant_comparison_through_the_cli_reports_both(tmp_path, digits_
         assert sum(f"| {label} |" in r for r in rows) == 1, (label, rows)
     toml = (out / "comparison.toml").read_text()
     assert '[vary]\nguide = ["gaussian", "iaf"]' in toml
+
+
+def test_a_vary_flag_adds_an_axis_to_the_files_axes(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text('estimators = ["elbo"]\nseeds = [0]\n[vary]\nguide = ["gaussian", "iaf"]\n[base]\nz_dim = 4\n')
+    spec = GridSpec.load(path, {"vary": {"latents": [[8], [8, 4]]}, "base": {"hidden": [16]}})
+    assert spec.vary == {"guide": ["gaussian", "iaf"], "latents": [[8], [8, 4]]}
+    assert spec.base == {"z_dim": 4, "hidden": [16]}
+    assert len(spec.cells()) == 4

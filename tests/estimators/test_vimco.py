@@ -10,7 +10,6 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-import pyrovae.estimators.vimco  # noqa: F401 - registers "vimco" (until the package imports it)
 from pyrovae import ConfigError, estimators
 from pyrovae.estimators import logmeanexp
 from pyrovae.estimators.vimco import leave_one_out_bounds
@@ -258,3 +257,13 @@ def test_fewer_than_two_particles_is_one_config_error(k):
         estimators.make("vimco", num_particles=k)
     assert "\n" not in str(e.value)
     assert estimators.make("vimco").num_particles == 2
+
+
+def test_a_particle_of_weight_zero_gives_finite_baselines_and_gradients():
+    # lw = -inf (a particle the model rules out) has weight 0 in IWAE; its baseline must not be nan
+    lw = torch.tensor([[0.0], [1.0], [-math.inf]], requires_grad=True)
+    loo = leave_one_out_bounds(lw)
+    assert torch.isfinite(loo).all()
+    # particle k replaced by the geometric mean of the others (exp(-inf) = 0 where one is -inf)
+    expected = torch.tensor([1.0, 0.0, math.log(1.0 + math.e + math.exp(0.5))])
+    assert torch.allclose(loo.flatten(), expected - math.log(3))

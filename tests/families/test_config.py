@@ -204,3 +204,15 @@ def test_families_take_the_fast_path_unless_told_not_to(setting):
     # fast_path=False traces every family
     assert not training.fast_path(estimators.make(cfg.estimator, num_particles=cfg.num_particles,
                                                   fast_path=False), vae)  # fmt: skip
+
+
+def test_the_vae_checks_its_family_and_names_the_layer_next_to_x():
+    from pyrovae import VAE
+
+    assert VAE(20, z_dim=10, latents=[7], guide="iaf", flow_hidden=[8]).z_dim == 7
+    assert VAE(20, z_dim=10, latents=[7, 3]).z_dim == 7
+    assert VAE(20, z_dim=10, latents=[7]).z_dim == 7
+    with pytest.raises(ConfigError, match="latents sizes must be >= 1"):
+        VAE(20, latents=[0])
+    with pytest.raises(ConfigError, match="unknown guide 'flow'; valid: gaussian, iaf, spline"):
+        VAE(20, guide="flow")

@@ -12,7 +12,7 @@ from torch import nn
 import pyrovae
 from pyrovae import estimators
 from pyrovae.errors import ConfigError
-from pyrovae.families.iaf import FlowGuide
+from pyrovae.families.flows import FlowGuide
 from pyrovae.vae import VAEGuide
 
 FLOWS = {

@@ -227,6 +227,13 @@ class FlowGuide(nn.Module):
         with self._plate(x.shape[0], num_data, x.device):
             return pyro.sample("z", self.distribution(x))
 
+    @torch.no_grad()
+    def posterior_mean(self, x: Tensor, num_samples: int = 1000) -> dict[str, Tensor]:
+        """E_q[z | x], ``[B, z_dim]``, by the mean of ``num_samples`` draws (no closed form): for a
+        unit with posterior scale near 1 its Monte Carlo variance is about 1 / num_samples, a tenth
+        of the active-unit threshold at the default."""
+        return {"z": self.distribution(x).sample((num_samples,)).mean(0)}
+
     def code(self, x: Tensor) -> dict[str, Tensor]:
         """A representative code, ``[B, z_dim]``: the flow applied to the base mean mu(x)."""
         z, _, h = self.encoder(x)
