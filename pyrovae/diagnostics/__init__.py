@@ -1,14 +1,17 @@
 """Diagnostics for any model/guide pair and any ``pyro.infer.ELBO``: gradient SNR, PSIS k-hat and
-importance ESS, and the amortization and approximation gaps."""
+importance ESS, the amortization and approximation gaps, and bidirectional Monte Carlo."""
 
+from .bdmc import BDMCResult, bdmc
 from .gaps import LocalGuide, amortization_gaps
 from .importance import importance_diagnostics, importance_ess, pareto_khat
 from .snr import SNR, gradient_snr, loglog_slope, snr_from_draws
 
 __all__ = [
+    "BDMCResult",
     "SNR",
     "LocalGuide",
     "amortization_gaps",
+    "bdmc",
     "gradient_snr",
     "importance_diagnostics",
     "importance_ess",

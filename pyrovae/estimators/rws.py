@@ -7,12 +7,11 @@ from typing import Any
 
 import torch
 from pyro import poutine
-from pyro.poutine.trace_struct import Trace
-from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
-from ..errors import ConfigError, ModelStructureError
+from ..errors import ConfigError
 from .base import Estimator, path_surrogate, register, scaled_sum
+from .dream import dream
 from .traced import SubsamplePin, TracedLogWeights, site_log_prob
 from .weights import LogWeights, logmeanexp
 
@@ -87,66 +86,16 @@ class ReweightedWakeSleep(Estimator):
     def _sleep_log_q(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, pin: SubsamplePin) -> tuple:
         """log q(z | x) at one (z, x) ~ p_theta per data point, ``[B]``, and the batch scale.
 
-        The dream covers the wake phase's data points (``pin``), one dreamt point for each. The
-        guide sees the dreamt x in place of the data: as the model's first argument where the model
-        observes that argument as it is, or written at the plate's indices where the model indexes
-        a full data set. A replay of the model on the substituted argument must give back the
-        dreamt observation; where it does not (a model that transforms its data), sleep-phi
-        refuses with one line rather than hand the guide a scrambled x.
+        The dream covers the wake phase's data points (``pin``), one dreamt point for each, and
+        the guide sees the dreamt x in place of the data (:func:`~pyrovae.estimators.dream.dream`:
+        as the model's first argument, or written at the plate's indices; a model that transforms
+        its data is refused with one line rather than hand the guide a scrambled x).
         """
         nesting = self.plate_nesting(model, guide, args, kwargs)
-        with torch.no_grad(), pin:
-            dream = poutine.trace(poutine.uncondition(model)).get_trace(*args, **kwargs)
-        observed = [n for n, s in dream.nodes.items()
-                    if s["type"] == "sample" and s["infer"].get("was_observed")]  # fmt: skip
-        x = args[0] if args else None
-        if len(observed) != 1 or not isinstance(x, Tensor):
-            raise ModelStructureError(
-                "rws's sleep_phi needs the data as the model's first argument and exactly one "
-                f"observed site (found {observed or 'none'})"
-            )
-        x_dream = dream.nodes[observed[0]]["value"].detach()
-        latents = Trace()
-        scale = 1.0
-        for name, site in dream.nodes.items():
-            if (
-                site["type"] == "sample"
-                and not site["infer"].get("was_observed")
-                and not (site["is_observed"] or site_is_subsample(site))
-            ):
-                latents.add_node(name, type="sample", is_observed=False, value=site["value"].detach(),
-                                 infer=site["infer"])  # fmt: skip
-                scale = site["scale"]
-        fake = _dreamt_input(x, x_dream, dream)
-        if fake is not None:
-            with torch.no_grad(), pin:
-                check = poutine.trace(poutine.replay(model, trace=latents)).get_trace(fake, *args[1:], **kwargs)
-            seen = check.nodes[observed[0]]["value"]
-        if fake is None or seen.shape != x_dream.shape or not torch.equal(seen, x_dream):
-            raise ModelStructureError(
-                "rws's sleep_phi cannot hand the dreamt data to the guide: the model's observed site "
-                f"{observed[0]!r} is not its first argument, nor that argument indexed by the data "
-                "plate (use wake_phi alone for this model)"
-            )
+        d = dream(model, args, kwargs, pin, "rws's sleep_phi")
         with pin:
-            replayed = poutine.trace(poutine.replay(guide, trace=latents)).get_trace(fake, *args[1:], **kwargs)
+            replayed = poutine.trace(poutine.replay(guide, trace=d.latents)).get_trace(*d.args, **kwargs)
         log_q = 0.0
-        for name in latents.nodes:
+        for name in d.latents.nodes:
             log_q = log_q + site_log_prob(replayed.nodes[name], nesting)
-        return torch.as_tensor(log_q).reshape(-1), scale
-
-
-def _dreamt_input(x: Tensor, x_dream: Tensor, dream: Trace) -> Tensor | None:
-    """The model's first argument with the dreamt observations in place of the data: ``x_dream``
-    itself when the model observes its argument as it is, else ``x`` with the dreamt points
-    written at the indices the data plate drew (a model that indexes the full data set)."""
-    if x.shape == x_dream.shape:
-        return x_dream.to(x.dtype)
-    for site in dream.nodes.values():
-        if site["type"] == "sample" and site_is_subsample(site):
-            idx = site["value"]
-            if x.dim() >= 1 and x.shape[0] == site["fn"].size and x[idx].shape == x_dream.shape:
-                fake = x.detach().clone()
-                fake[idx] = x_dream.to(x.dtype)
-                return fake
-    return x_dream.reshape(x.shape).to(x.dtype) if x.numel() == x_dream.numel() else None
+        return torch.as_tensor(log_q).reshape(-1), d.scale

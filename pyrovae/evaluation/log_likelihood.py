@@ -14,22 +14,34 @@ from ..estimators.direct import applies
 from ..estimators.draw import draw
 from ..estimators.traced import SubsamplePin, guess_max_plate_nesting
 
+METHODS = ("is", "ais")
+AIS_OPTIONS = ("num_steps", "num_chains", "hmc_steps", "step_size", "target_accept", "schedule", "init",
+               "points_per_chunk", "progress")  # fmt: skip
+
 
 def log_likelihood(
     model: Callable,
     guide: Callable,
     *args: Any,
+    method: str = "is",
     num_samples: int = 5000,
     chunk_size: int = 250,
     max_plate_nesting: int | None = None,
     subsample_pin: SubsamplePin | None = None,
     **kwargs: Any,
 ) -> Tensor:
-    """log p(x_i) ~ log (1/K) sum_k p(x_i, z_k) / q(z_k | x_i), z_k ~ q: one value a data point.
+    """log p(x_i), one value a data point, by importance sampling (``method="is"``) or annealed
+    importance sampling (``method="ais"``).
 
-    The guide is the proposal. The K = ``num_samples`` particles are drawn ``chunk_size`` at a
-    time and folded into a running logsumexp, so memory grows with the chunk, not with K. The
-    estimate is the IWAE(K) bound: a lower bound in expectation, tight as K grows.
+    ``"ais"`` takes the options of :func:`pyrovae.evaluation.ais.ais` (``num_steps``,
+    ``num_chains``, ``hmc_steps``, ``step_size``, ``target_accept``, ``schedule``, ``init``,
+    ``points_per_chunk``, ``progress``) and returns its ``log_likelihood``; call ``ais`` itself for
+    the per-chain log weights and the HMC statistics. Everything below is about ``"is"``.
+
+    log p(x_i) ~ log (1/K) sum_k p(x_i, z_k) / q(z_k | x_i), z_k ~ q. The guide is the proposal.
+    The K = ``num_samples`` particles are drawn ``chunk_size`` at a time and folded into a running
+    logsumexp, so memory grows with the chunk, not with K. The estimate is the IWAE(K) bound: a
+    lower bound in expectation, tight as K grows.
 
     Returns a tensor ``[B]`` on the model's device (unscaled: any mini-batch factor is ignored).
     Every chunk scores the same data points: a plate that draws its own subsample
@@ -39,6 +51,15 @@ def log_likelihood(
 
     References: Burda, Grosse & Salakhutdinov 2016, "Importance Weighted Autoencoders".
     """
+    if method not in METHODS:
+        raise ConfigError(f"unknown log-likelihood method {method!r}; valid: {', '.join(METHODS)}")
+    if method == "ais":
+        from .ais import ais
+
+        options = {k: kwargs.pop(k) for k in AIS_OPTIONS if k in kwargs}
+        if subsample_pin is not None:
+            raise ConfigError("method='ais' draws its own data points once; subsample_pin is for method='is'")
+        return ais(model, guide, *args, max_plate_nesting=max_plate_nesting, **options, **kwargs).log_likelihood
     if num_samples < 1 or chunk_size < 1:
         raise ConfigError(f"num_samples and chunk_size must be >= 1, got {num_samples} and {chunk_size}")
     fast = applies(model, guide, args, kwargs)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import pyrovae
 from pyrovae import ModelStructureError
+from pyrovae.evaluation.ais import ais
 
 from .cases import CASES, PATH_DERIVATIVE, SLEEPS, build, flat_grad, make, structures, tolerance
 from .gaussian_dag import Structure
@@ -70,6 +71,19 @@ def test_log_likelihood_is_exact_over_several_chunks(s, seed):
     exact = pair.model.log_px(pair.points(idx))
     assert ll.shape == (s.batch,)
     assert torch.allclose(ll.double(), exact, atol=tolerance(s.dtype, exact.abs().max().item()))
+
+
+@given(s=structures(), seed=st.integers(0, 2**16), steps=st.sampled_from([1, 3]))
+def test_ais_from_the_exact_posterior_is_exact_at_any_number_of_steps(s, seed, steps):
+    """Every intermediate density is then the posterior, so every chain's weight is log p(x) (the
+    HMC moves leave it there); one set of data points for the whole run, whatever the plate."""
+    pair = build(s, seed)
+    result, idx = pair.run(lambda m, g, *a: ais(m, g, *a, num_steps=steps, num_chains=3, hmc_steps=2))
+    exact = pair.model.log_px(pair.points(idx))
+    assert result.log_weights.shape == (3, s.batch)
+    tol = tolerance(s.dtype, exact.abs().max().item()) * (1 + steps)
+    assert torch.allclose(result.log_likelihood.double(), exact, atol=tol)
+    assert torch.allclose(result.log_weights.double(), exact.expand(3, -1), atol=tol)
 
 
 BOTTOM_UP = Structure(dims=(1, 1, 1), parents=((), (0,), (1,)), x_parents=(2,), x_dim=1, inner=0,

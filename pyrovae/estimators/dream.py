@@ -1,0 +1,90 @@
+"""Data dreamt by the model: (z, x) ~ p(z) p(x | z), handed back as the model's own argument.
+
+RWS's sleep phase and bidirectional Monte Carlo both need data simulated from the model, with the
+latents that produced it (an exact draw of p(z | x)), in the form the model and guide take their
+data: the model's first argument, or that argument with the dreamt points written at the indices
+the data plate drew (a model that indexes the full data set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pyro import poutine
+from pyro.poutine.trace_struct import Trace
+from pyro.poutine.util import site_is_subsample
+from torch import Tensor
+
+from ..errors import ModelStructureError
+from .traced import SubsamplePin
+
+
+@dataclass
+class Dream:
+    """``args``: the model's arguments with the dreamt data in place of the data; ``x``: the
+    dreamt observations; ``latents``: the latent values that produced them (a trace for
+    ``poutine.replay``); ``scale``: the data plate's scale at the latent sites."""
+
+    args: tuple
+    x: Tensor
+    latents: Trace
+    scale: Any
+
+
+def dream(model: Callable, args: tuple, kwargs: dict, pin: SubsamplePin, user: str) -> Dream:
+    """One draw of (z, x) from ``model`` run at ``args`` (whose data values are not used), on the
+    data points ``pin`` holds. ``user`` names the caller in the one-line refusals: a model without
+    the data as its first argument or with other than one observed site, or one that transforms
+    its data before observing it (a replay on the substituted argument must give the dream back)."""
+    with torch.no_grad(), pin:
+        trace = poutine.trace(poutine.uncondition(model)).get_trace(*args, **kwargs)
+    observed = [n for n, s in trace.nodes.items() if s["type"] == "sample" and s["infer"].get("was_observed")]
+    x = args[0] if args else None
+    if len(observed) != 1 or not isinstance(x, Tensor):
+        raise ModelStructureError(
+            f"{user} needs the data as the model's first argument and exactly one "
+            f"observed site (found {observed or 'none'})"
+        )
+    x_dream = trace.nodes[observed[0]]["value"].detach()
+    latents = Trace()
+    scale: Any = 1.0
+    for name, site in trace.nodes.items():
+        if (
+            site["type"] == "sample"
+            and not site["infer"].get("was_observed")
+            and not (site["is_observed"] or site_is_subsample(site))
+        ):
+            latents.add_node(name, type="sample", is_observed=False, value=site["value"].detach(),
+                             infer=site["infer"])  # fmt: skip
+            scale = site["scale"]
+    fake = _dreamt_input(x, x_dream, trace)
+    if fake is not None:
+        with torch.no_grad(), pin:
+            check = poutine.trace(poutine.replay(model, trace=latents)).get_trace(fake, *args[1:], **kwargs)
+        seen = check.nodes[observed[0]]["value"]
+    if fake is None or seen.shape != x_dream.shape or not torch.equal(seen, x_dream):
+        raise ModelStructureError(
+            f"{user} cannot hand the dreamt data to the guide: the model's observed site "
+            f"{observed[0]!r} is not its first argument, nor that argument indexed by the data "
+            "plate"
+        )
+    return Dream((fake, *args[1:]), x_dream, latents, scale)
+
+
+def _dreamt_input(x: Tensor, x_dream: Tensor, trace: Trace) -> Tensor | None:
+    """The model's first argument with the dreamt observations in place of the data: ``x_dream``
+    itself when the model observes its argument as it is, else ``x`` with the dreamt points
+    written at the indices the data plate drew (a model that indexes the full data set)."""
+    if x.shape == x_dream.shape:
+        return x_dream.to(x.dtype)
+    for site in trace.nodes.values():
+        if site["type"] == "sample" and site_is_subsample(site):
+            idx = site["value"]
+            if x.dim() >= 1 and x.shape[0] == site["fn"].size and x[idx].shape == x_dream.shape:
+                fake = x.detach().clone()
+                fake[idx] = x_dream.to(x.dtype)
+                return fake
+    return x_dream.reshape(x.shape).to(x.dtype) if x.numel() == x_dream.numel() else None
