@@ -132,9 +132,30 @@ def _print_evaluation(e: dict[str, Any]) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run
+    from .evaluation.report import evaluate_run_ais
 
-    _print_evaluation(evaluate_run(args.run_dir, num_samples=args.num_samples, device=args.device, progress=True))
-    print(f"wrote {args.run_dir}/evaluation.json, samples.png, reconstructions.png")
+    ais_flags = {"points": "--points", "ais_steps": "--ais-steps", "ais_chains": "--ais-chains",
+                 "hmc_steps": "--hmc-steps", "step_size": "--step-size", "ais_init": "--ais-init",
+                 "schedule": "--schedule"}  # fmt: skip
+    if args.method == "is":
+        given = [flag for key, flag in ais_flags.items() if getattr(args, key) is not None]
+        if given:
+            raise PyrovaeError(f"{', '.join(given)} go with --method ais")
+        _print_evaluation(evaluate_run(args.run_dir, num_samples=args.num_samples, device=args.device, progress=True))
+        print(f"wrote {args.run_dir}/evaluation.json, samples.png, reconstructions.png")
+        return 0
+    options = {key: getattr(args, flag) for key, flag in (("num_steps", "ais_steps"), ("num_chains", "ais_chains"),
+               ("hmc_steps", "hmc_steps"), ("step_size", "step_size"), ("init", "ais_init"),
+               ("schedule", "schedule")) if getattr(args, flag) is not None}  # fmt: skip
+    r = evaluate_run_ais(args.run_dir, points=args.points, num_samples=args.num_samples, device=args.device,
+                         progress=True, **options)  # fmt: skip
+    a = r["ais"]
+    print(f"test log-likelihood on the first {r['num_points']} test points, AIS ({a['num_steps']} steps, "
+          f"{a['num_chains']} chains, {a['hmc_steps']} leapfrog steps, acceptance {r['acceptance']:.2f}): "
+          f"{r['log_likelihood_ais']:.2f} nats ({r['seconds_ais']:.1f} s)")  # fmt: skip
+    print(f"IS (K={r['is_samples']}) on the same points: {r['log_likelihood_is']:.2f} nats "
+          f"({r['seconds_is']:.1f} s); IS - AIS = {r['is_minus_ais']:+.2f} nats")  # fmt: skip
+    print(f"wrote {args.run_dir}/ais.json")
     return 0
 
 
@@ -144,7 +165,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {}
     for key in ("estimators", "likelihoods", "seeds", "workers", "eval_num_samples", "psis_samples",
-                "snr_draws", "gap_points", "gap_steps"):  # fmt: skip
+                "snr_draws", "gap_points", "gap_steps", "ais_points", "ais_steps", "ais_chains"):  # fmt: skip
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     budgets = {k: getattr(args, k) for k in ("epochs", "steps", "seconds") if getattr(args, k) is not None}
@@ -194,6 +215,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     from . import likelihoods
+    from .evaluation.ais import SCHEDULES
+    from .evaluation.densities import INITS
+    from .evaluation.log_likelihood import METHODS
     from .training import RESUMABLE
 
     p = _Parser(prog="pyrovae", description=DESCRIPTION)
@@ -215,6 +239,18 @@ def parser() -> argparse.ArgumentParser:
                    help="K of the IS log-likelihood (default: the run's eval_num_samples)")  # fmt: skip
     e.add_argument("--device", default=None, metavar="NAME",
                    help="torch device: auto, cpu, cuda or cuda:N (default: the run's device)")  # fmt: skip
+    e.add_argument("--method", default="is", choices=METHODS,
+                   help="is: the full evaluation (IS log-likelihood, bounds, KL, active units, grids); ais: annealed "
+                        "importance sampling with HMC on --points test points, beside IS on the same points, into "
+                        "ais.json (default: is)")  # fmt: skip
+    e.add_argument("--points", type=int, metavar="N", help="ais: the first N test points (default: all)")
+    e.add_argument("--ais-steps", type=int, metavar="T", help="ais: intermediate distributions (default: 1000)")
+    e.add_argument("--ais-chains", type=int, metavar="C", help="ais: chains per data point (default: 16)")
+    e.add_argument("--hmc-steps", type=int, metavar="L", help="ais: leapfrog steps per HMC transition (default: 10)")
+    e.add_argument("--step-size", type=float, metavar="X",
+                   help="ais: initial leapfrog step size, then adapted per point (default: 0.05)")  # fmt: skip
+    e.add_argument("--ais-init", choices=INITS, help="ais: where the chains start (default: guide)")
+    e.add_argument("--schedule", choices=SCHEDULES, help="ais: the spacing of beta from 0 to 1 (default: sigmoid)")
     e.set_defaults(fn=_cmd_evaluate)
     c = sub.add_parser("compare", help="run a fair grid of estimators and write a report",
                        description="Run a grid of estimators x likelihoods x seeds, one budget for all, and "
@@ -236,6 +272,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--snr-draws", type=int, metavar="R", help="gradient draws for the SNR")
     c.add_argument("--gap-points", type=int, metavar="N", help="test points for the gaps")
     c.add_argument("--gap-steps", type=int, metavar="N", help="steps refining q for the gaps")
+    c.add_argument("--ais-points", type=int, metavar="N",
+                   help="test points (spread over the test set) that also get an AIS log-likelihood, with IS minus "
+                        "AIS in the report (default: 0, none)")  # fmt: skip
+    c.add_argument("--ais-steps", type=int, metavar="T", help="AIS intermediate distributions (default: 1000)")
+    c.add_argument("--ais-chains", type=int, metavar="C", help="AIS chains per point (default: 16)")
     c.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a train config key for every cell (repeatable), e.g. --set hidden=[200]")  # fmt: skip
     c.add_argument("--vary", action="append", nargs="+", metavar="KEY VALUE",

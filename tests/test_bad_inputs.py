@@ -96,7 +96,15 @@ def _ckpt(change):
     return lambda ws: edit_checkpoint(ws / "run" / "checkpoint.pt", change)
 
 
+def _train_sbn(run):
+    """A run of a sigmoid belief net (Bernoulli latents), which AIS cannot move by HMC."""
+    argv = ["train", "--out", str(run), "--latent", "bernoulli", "--latents", "3", "--hidden=", *TINY[:-5],
+            "--eval-num-samples", "0", "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0
+
+
 RESUME = ["train", "--out", "{ws}/run", "--resume", "--epochs", "2", "--quiet"]
+AIS = ["evaluate", "{ws}/run", "--method", "ais", "--points", "2"]
 EVALUATE = ["evaluate", "{ws}/run", "--num-samples", "2"]
 NPZ = ["train", "--out", "{ws}/new", "--dataset", "npz", "--data-path"]
 
@@ -182,6 +190,17 @@ CASES = [
     ("evaluate-not-a-run", ["evaluate", "{ws}/early"], None, "no checkpoint at"),
     ("evaluate-nothing", ["evaluate", "{ws}/nothing"], None, "is not a pyrovae run directory"),
     ("evaluate-samples", ["evaluate", "{ws}/run", "--num-samples", "0"], None, "--num-samples must be >= 1"),
+    # evaluate --method ais
+    ("ais-steps", AIS + ["--ais-steps", "0"], None, "AIS num_steps must be an integer >= 1, got 0"),
+    ("ais-chains", AIS + ["--ais-chains", "0"], None, "AIS num_chains must be an integer >= 1, got 0"),
+    ("ais-leapfrog", AIS + ["--hmc-steps", "0"], None, "AIS hmc_steps must be an integer >= 1, got 0"),
+    ("ais-step-size", AIS + ["--step-size", "0"], None, "AIS step_size must be a number > 0, got 0.0"),
+    ("ais-step-size-negative", AIS + ["--step-size", "-0.5"], None, "AIS step_size must be a number > 0, got -0.5"),
+    ("ais-points", AIS + ["--points", "0"], None, "--points must be >= 1, got 0"),
+    ("ais-init", AIS + ["--ais-init", "posterior"], None, "invalid choice: 'posterior' (choose from 'guide', 'prior')"),
+    ("ais-flag-without-ais", ["evaluate", "{ws}/run", "--points", "3"], None, "--points go with --method ais"),
+    ("ais-discrete", ["evaluate", "{ws}/sbn", "--method", "ais", "--points", "2", "--ais-steps", "2"],
+     lambda ws: _train_sbn(ws / "sbn"), "latent site 'z1' is discrete"),
 ]  # fmt: skip
 
 
@@ -266,9 +285,10 @@ def read_only(monkeypatch):
         ["train", "--out", "{ws}/empty/sub", *TINY],
         ["train", "--out", "{ws}/run", "--resume", "--epochs", "2", "--quiet"],
         ["evaluate", "{ws}/run", "--num-samples", "2"],
+        ["evaluate", "{ws}/run", "--method", "ais", "--points", "2", "--ais-steps", "2"],
         ["compare", "--out", "{ws}/empty", "--estimators", "elbo", "--steps", "2"],
     ],
-    ids=["train", "train-below", "resume", "evaluate", "compare"],
+    ids=["train", "train-below", "resume", "evaluate", "evaluate-ais", "compare"],
 )
 def test_a_read_only_run_directory_is_one_line(ws, capsys, read_only, argv):
     (ws / "empty").mkdir()

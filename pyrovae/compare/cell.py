@@ -16,6 +16,7 @@ from ..data import InMemoryData
 from ..diagnostics import amortization_gaps, gradient_snr, importance_diagnostics
 from ..evaluation.metrics import evaluate_model
 from ..evaluation.plots import save_grid
+from ..evaluation.report import ais_against_is
 from ..training import train
 from ..vae import VAE
 
@@ -41,8 +42,9 @@ def run_cell(cell_dir: str | Path, config: dict[str, Any], settings: dict[str, A
     """Train one cell into ``cell_dir/run`` and write ``cell_dir/result.json``.
 
     ``settings``: the grid's diagnostic settings (``eval_num_samples``, ``psis_samples``,
-    ``psis_points``, ``snr_draws``, ``snr_batch``, ``snr_epochs``, ``gap_points``, ``gap_steps``)
-    and the cell's description (``cell``). ``result.json`` is written atomically as the very last
+    ``psis_points``, ``snr_draws``, ``snr_batch``, ``snr_epochs``, ``gap_points``, ``gap_steps``,
+    ``ais_points``, ``ais_steps``, ``ais_chains``, ``ais_hmc_steps``) and the cell's description
+    (``cell``). ``result.json`` is written atomically as the very last
     step, so its presence is what makes a cell done.
     """
     cell_dir = Path(cell_dir)
@@ -90,6 +92,15 @@ def run_cell(cell_dir: str | Path, config: dict[str, Any], settings: dict[str, A
                                      num_samples=min(settings["eval_num_samples"], 1000))  # fmt: skip
         else:
             gap_idx = gap_idx[:0]
+        ais_result: dict[str, Any] = {}
+        ais_idx = _spread(dataset.num_test, settings.get("ais_points", 0), device)
+        if settings.get("ais_points", 0):  # beside the IS estimate of the same points, computed above
+            is_points = torch.tensor(points["log_likelihood"], device=device)[ais_idx]
+            ais_result = ais_against_is(
+                vae, dataset.test[ais_idx], num_samples=settings["eval_num_samples"], chunk_size=cfg.eval_chunk_size,
+                batch_size=cfg.eval_batch_size, is_points=is_points, num_steps=settings["ais_steps"],
+                num_chains=settings["ais_chains"], hmc_steps=settings["ais_hmc_steps"],
+            )  # fmt: skip
         diag_seconds = time.perf_counter() - t
         with torch.no_grad():
             save_grid(cell_dir / "samples.png", vae.sample(64) / (255.0 if dataset.kind == "counts" else 1.0),
@@ -115,6 +126,7 @@ def run_cell(cell_dir: str | Path, config: dict[str, Any], settings: dict[str, A
             "samples": settings["psis_samples"],
         },  # fmt: skip
         "gaps": {k: float(v.mean()) for k, v in gaps.items()},
+        "ais": {k: v for k, v in ais_result.items() if k != "points"},
         "points": {
             **points,
             "khat": khat.tolist(),
@@ -122,6 +134,7 @@ def run_cell(cell_dir: str | Path, config: dict[str, Any], settings: dict[str, A
             "psis_index": idx.cpu().tolist(),
             "gap_index": gap_idx.cpu().tolist(),
             **{f"gap_{k}": v.cpu().tolist() for k, v in gaps.items()},
+            **({"ais_index": ais_idx.cpu().tolist(), "ais": ais_result["points"]["ais"]} if ais_result else {}),
         },  # fmt: skip
         "diagnostics_seconds": diag_seconds,
         "seconds": time.perf_counter() - start,

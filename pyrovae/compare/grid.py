@@ -123,6 +123,10 @@ class GridSpec:
     snr_epochs: list[int] = field(default_factory=list)  # epochs to measure SNR at, besides the end
     gap_points: int = 100  # test points whose q is refined for the amortization gap
     gap_steps: int = 300
+    ais_points: int = 0  # test points (spread over the test set) that also get an AIS log p(x); 0: none
+    ais_steps: int = 1000  # AIS: intermediate distributions
+    ais_chains: int = 16  # AIS: chains per point
+    ais_hmc_steps: int = 10  # AIS: leapfrog steps per HMC transition
     workers: int = 1  # cells run in this many processes at once
 
     def __post_init__(self) -> None:
@@ -151,6 +155,11 @@ class GridSpec:
             raise ConfigError(f"psis_samples must be >= 100, got {self.psis_samples}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if not isinstance(self.ais_points, int) or self.ais_points < 0:
+            raise ConfigError(f"ais_points must be an integer >= 0 (0: no AIS), got {self.ais_points!r}")
+        from ..evaluation.ais import check_options
+
+        check_options(self.ais_steps, self.ais_chains, self.ais_hmc_steps, 0.05, 0.65, "guide", "sigmoid")
         if len({c.id for c in self.cells()}) != len(self.cells()):
             raise ConfigError("two cells of the grid are the same; list each estimator spec once")
         for cell in self.cells():  # every cell's config, now: an impossible combination fails before any run

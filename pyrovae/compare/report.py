@@ -32,6 +32,9 @@ COLUMNS: dict[str, tuple[Any, int, str]] = {
     "approximation_gap": (lambda r: r["gaps"]["approximation_gap"], -1, "approx. gap"),
     "amortization_gap": (lambda r: r["gaps"]["amortization_gap"], -1, "amort. gap"),
     "seconds_per_epoch": (lambda r: r["seconds_per_epoch"], -1, "s/epoch"),
+    # with ais_points: AIS log p(x) and IS minus AIS on those points (negative: IS understates log p(x))
+    "ais_log_likelihood": (lambda r: r["ais"]["log_likelihood_ais"], 1, "log p(x) AIS"),
+    "is_minus_ais": (lambda r: r["ais"]["is_minus_ais"], 0, "IS - AIS"),
 }
 CELL_KEYS = ("id", "estimator", "label", "num_particles", "likelihood", "seed")
 
@@ -69,24 +72,26 @@ def _fmt(x: float, col: str) -> str:
 
 
 def markdown_table(table_rows: list[dict[str, Any]]) -> str:
-    """Mean +- sd over seeds per (estimator, likelihood); the best of each column in bold."""
+    """Mean +- sd over seeds per (estimator, likelihood); the best of each column in bold; a column
+    that no cell measured (AIS without ``ais_points``) is left out."""
+    columns = {c: v for c, v in COLUMNS.items() if any(math.isfinite(r[c]) for r in table_rows)}
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in table_rows:
         groups[(r["likelihood"], r["label"])].append(r)
-    stats = {g: {c: _mean_sd([r[c] for r in rs]) for c in COLUMNS} for g, rs in groups.items()}
+    stats = {g: {c: _mean_sd([r[c] for r in rs]) for c in columns} for g, rs in groups.items()}
     best: dict[tuple[str, str], float] = {}
     for (lik, _), s in stats.items():
-        for c, (_, sign, _) in COLUMNS.items():
+        for c, (_, sign, _) in columns.items():
             m = s[c][0]
             if sign and math.isfinite(m):
                 key = (lik, c)
                 if key not in best or sign * m > sign * best[key]:
                     best[key] = m
-    head = "| likelihood | estimator | seeds | " + " | ".join(label for _, _, label in COLUMNS.values()) + " |"
-    lines = [head, "|" + "---|" * (3 + len(COLUMNS))]
+    head = "| likelihood | estimator | seeds | " + " | ".join(label for _, _, label in columns.values()) + " |"
+    lines = [head, "|" + "---|" * (3 + len(columns))]
     for (lik, label), s in stats.items():
         cells = []
-        for c, (_, sign, _) in COLUMNS.items():
+        for c, (_, sign, _) in columns.items():
             m, sd = s[c]
             text = f"{_fmt(m, c)} ± {_fmt(sd, c)}" if math.isfinite(m) else "-"
             cells.append(f"**{text}**" if sign and best.get((lik, c)) == m else text)
@@ -198,6 +203,7 @@ def write_netcdf(path: Path, results: list[dict[str, Any]], table_rows: list[dic
     n_point = max(len(r["points"].get("log_likelihood", [])) for r in results)
     n_psis = max(len(r["points"]["khat"]) for r in results)
     n_gap = max(len(r["points"].get("gap_amortization_gap", [])) for r in results)
+    n_ais = max(len(r["points"].get("ais", [])) for r in results)
     n_epoch = max(len(r["metrics"]) for r in results)
     data_vars: dict[str, Any] = {c: ("cell", [row[c] for row in table_rows]) for c in COLUMNS}
     data_vars.update({
@@ -210,6 +216,8 @@ def write_netcdf(path: Path, results: list[dict[str, Any]], table_rows: list[dic
                                     padded(lambda r: r["points"].get("gap_approximation_gap", []), n_gap)),
         "amortization_gap_point": (("cell", "gap_point"),
                                    padded(lambda r: r["points"].get("gap_amortization_gap", []), n_gap)),
+        "log_likelihood_ais": (("cell", "ais_point"), padded(lambda r: r["points"].get("ais", []), n_ais)),
+        "ais_index": (("cell", "ais_point"), padded(lambda r: r["points"].get("ais_index", []), n_ais)),
         "train_loss": (("cell", "epoch"), padded(lambda r: [m.get("train_loss", np.nan) for m in r["metrics"]],
                                                  n_epoch)),
         "test_bound": (("cell", "epoch"), padded(lambda r: [m.get("test_bound", m.get("test_objective", np.nan))
@@ -252,7 +260,15 @@ def write_report(out: Path, spec: GridSpec, results: list[dict[str, Any]]) -> di
         f"points; log p(x) importance-sampled at K = {spec.eval_num_samples}; SNR from "
         f"{spec.snr_draws} gradient draws at the end of training (Rainforth et al. 2018); PSIS k-hat "
         f"and ESS/K from {spec.psis_samples} particles on {spec.psis_points} test points; gaps "
-        f"(Cremer et al. 2018) on {spec.gap_points} test points. Cell time in all: {total / 60:.1f} min.",
+        f"(Cremer et al. 2018) on {spec.gap_points} test points. "
+        + (
+            f"AIS log p(x) (HMC, {spec.ais_steps} steps, {spec.ais_chains} chains, {spec.ais_hmc_steps} leapfrog "
+            f"steps; Wu et al. 2017) on {spec.ais_points} test points, and IS minus AIS on the same points "
+            f"(negative: IS understates log p(x)). "
+            if spec.ais_points
+            else ""
+        )
+        + f"Cell time in all: {total / 60:.1f} min.",
         "",
         markdown_table(table_rows),
         "",

@@ -24,11 +24,20 @@ SPEC_FILE = "comparison.toml"
 
 def _settings(spec: GridSpec, cell: Cell) -> dict[str, Any]:
     keys = ("eval_num_samples", "psis_samples", "psis_points", "snr_draws", "snr_batch", "snr_epochs",
-            "gap_points", "gap_steps")  # fmt: skip
+            "gap_points", "gap_steps", "ais_points", "ais_steps", "ais_chains", "ais_hmc_steps")  # fmt: skip
     return {**{k: getattr(spec, k) for k in keys},
             "cell": {"id": cell.id, "estimator": cell.estimator.name, "label": cell.label,
                      "num_particles": cell.estimator.num_particles, "options": dict(cell.estimator.options),
                      "likelihood": cell.likelihood, "seed": cell.seed, "variant": cell.variant_dict}}  # fmt: skip
+
+
+def _saved_spec(path: Path) -> dict[str, Any] | None:
+    """The specification in a comparison directory, as values (a file written before a key existed
+    reads with that key's default), or None if it cannot be read."""
+    try:
+        return GridSpec.load(path).to_dict()
+    except ConfigError:
+        return None
 
 
 def _worker_init(threads: int) -> None:
@@ -66,7 +75,7 @@ def compare(
     check_run_dir(out, create=True)
     spec_text = spec.to_toml()
     saved = out / SPEC_FILE
-    if saved.exists() and saved.read_text() != spec_text:
+    if saved.exists() and saved.read_text() != spec_text and _saved_spec(saved) != spec.to_dict():
         raise ConfigError(f"{out} holds a different comparison ({saved}); use another --out or the same specification")
     saved.write_text(spec_text)
 

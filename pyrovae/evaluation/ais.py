@@ -257,18 +257,22 @@ def ais(
     start = time.perf_counter()
     parts = _chunks(args, kwargs, points_per_chunk)
     out: dict[str, list[Tensor]] = {"ll": [], "lw": [], "acc": [], "eps": []}
-    bar = tqdm(total=num_steps * len(parts), disable=not progress, unit="step", desc="AIS", dynamic_ncols=True)
+    betas = beta_schedule(num_steps, schedule)
+    bar = None
     with torch.no_grad():
         for chunk_args, chunk_kwargs in parts:
             dens = densities(model, guide, chunk_args, chunk_kwargs, num_chains=num_chains, init=init,
                              max_plate_nesting=max_plate_nesting)  # fmt: skip
-            betas = beta_schedule(num_steps, schedule)
+            if bar is None:  # after the first chunk's checks: a refusal is one line, without a bar
+                bar = tqdm(total=num_steps * len(parts), disable=not progress, unit="step", desc="AIS",
+                           dynamic_ncols=True)  # fmt: skip
             log_w, acc, eps, _ = anneal(dens, dens.initial, betas, hmc_steps=hmc_steps, step_size=step_size,
                                         target_accept=target_accept, progress=bar.update)  # fmt: skip
             out["ll"].append(log_w.logsumexp(0) - math.log(num_chains))
             out["lw"].append(log_w)
             out["acc"].append(acc)
             out["eps"].append(eps)
+    assert bar is not None
     bar.close()
     return AISResult(
         log_likelihood=torch.cat(out["ll"]), log_weights=torch.cat(out["lw"], dim=1),

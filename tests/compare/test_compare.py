@@ -12,6 +12,7 @@ import pytest
 
 from pyrovae import ConfigError, cli
 from pyrovae.compare import EstimatorSpec, GridSpec, compare
+from pyrovae.compare.report import markdown_table, rows
 
 TINY = {
     "budget": {"steps": 30},
@@ -78,6 +79,30 @@ def test_a_small_comparison_writes_the_whole_report(tmp_path):
     assert (tmp_path / "cells" / "elbo_K1-bernoulli-seed0" / "result.json").stat().st_mtime_ns == before
     with pytest.raises(ConfigError, match="holds a different comparison"):
         compare(GridSpec.from_dict({**TINY, "estimators": ["elbo"]}), tmp_path)
+
+
+def test_ais_points_add_an_ais_column_and_is_minus_ais_on_the_same_points(tmp_path):
+    spec = GridSpec.from_dict({**TINY, "estimators": ["elbo"], "seeds": [0], "ais_points": 6, "ais_steps": 8,
+                               "ais_chains": 3, "ais_hmc_steps": 2})  # fmt: skip
+    compare(spec, tmp_path)
+    result = json.loads((tmp_path / "cells" / "elbo_K1-bernoulli-seed0" / "result.json").read_text())
+    ais, idx = result["points"]["ais"], result["points"]["ais_index"]
+    assert len(ais) == len(idx) == 6 and idx == sorted(set(idx)) and idx[-1] == 499  # spread over the test set
+    is_points = [result["points"]["log_likelihood"][i] for i in idx]  # the IS estimate of the same points
+    assert result["ais"]["is_minus_ais"] == pytest.approx(sum(is_points) / 6 - sum(ais) / 6, abs=1e-4)
+    assert result["ais"]["ais"] == {"num_steps": 8, "num_chains": 3, "hmc_steps": 2}
+    report = (tmp_path / "report.md").read_text()
+    assert "| log p(x) AIS | IS - AIS |" in report and "AIS log p(x) (HMC, 8 steps, 3 chains" in report
+    # without AIS the two columns are left out
+    assert "AIS" not in markdown_table(rows([{**result, "ais": {}}]))
+    # a specification written before the AIS keys existed reads as the same comparison without AIS
+    saved = tmp_path / "comparison.toml"
+    saved.write_text("".join(x for x in saved.read_text().splitlines(keepends=True) if not x.startswith("ais_")))
+    assert (
+        GridSpec.load(saved).to_dict() == GridSpec.from_dict({**TINY, "estimators": ["elbo"], "seeds": [0]}).to_dict()
+    )
+    with pytest.raises(ConfigError, match="holds a different comparison"):
+        compare(spec, tmp_path)
 
 
 def test_cells_run_in_several_processes(tmp_path):
