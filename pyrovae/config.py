@@ -83,6 +83,11 @@ class Config:
     eval_num_samples: int = _key(5000, "K of the importance-sampled test log-likelihood after training (0 skips it)")
     eval_chunk_size: int = _key(250, "particles at a time in that estimate (memory)")
     eval_batch_size: int = _key(100, "test points at a time in evaluation")
+    # tracking (optional extras)
+    tracking: str = _key("", "where the run also shows up: tensorboard (event files in <run>/tensorboard) or mlflow "
+                         "(an MLflow run; by default a local store in <run>/mlflow); empty: nowhere else")  # fmt: skip
+    tracking_uri: str = _key("", "tensorboard: the log folder; mlflow: the tracking URI (e.g. http://host:5000 or "
+                             "sqlite:///mlflow.db); empty: inside the run directory")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -117,8 +122,12 @@ class Config:
         if any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden sizes must be >= 1, got {self.hidden}")
         from .families import check
+        from .tracking import TRACKERS
 
         check(self)
+        if self.tracking not in TRACKERS:
+            raise ConfigError(f"unknown tracking {self.tracking!r}; valid: {', '.join(t for t in TRACKERS if t)}, "
+                              'or "" for none')  # fmt: skip
         return self
 
 

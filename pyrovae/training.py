@@ -18,7 +18,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, data, estimators, schedules
+from . import checkpoint, data, estimators, schedules, tracking
 from .config import Config, from_dict, to_toml
 from .config import load as load_config
 from .early_stopping import EarlyStopping
@@ -30,7 +30,7 @@ CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE = "config.toml", "checkpoint.pt", "me
 BEST_FILE = "best.pt"  # the checkpoint of the best validation bound, under early stopping
 # Settings a resumed run may change; everything else must match the run's own config.
 RESUMABLE = {"epochs", "max_steps", "max_seconds", "device", "log_every", "compile", "eval_num_samples",
-             "eval_chunk_size", "eval_batch_size"}  # fmt: skip
+             "eval_chunk_size", "eval_batch_size", "tracking", "tracking_uri"}  # fmt: skip
 PROBE_PREFIX = ".pyrovae-write-test-"  # check_run_dir's probe file
 
 
@@ -346,6 +346,7 @@ def train(
     _check_not_a_file(run_dir)
     cfg, changes = _resolve(config, run_dir, resume)
     device = resolve_device(cfg.device)
+    tracking.check(cfg.tracking)  # a missing extra: one line, before anything is written
 
     torch.manual_seed(cfg.seed)
     images = load_images(cfg)
@@ -395,6 +396,8 @@ def train(
     step_fn = make_step(estimator, vae, n, cfg.compile)
     _write_text(run_dir / CONFIG_FILE, to_toml(cfg))
     _write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in metrics))
+    tracker = tracking.open_tracker(cfg.tracking, run_dir, uri=cfg.tracking_uri, resume=resume)
+    tracker.log_config(cfg.to_dict(), to_toml(cfg))
 
     steps_per_epoch = -(-n // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
@@ -403,110 +406,126 @@ def train(
                disable=not progress, unit="step", dynamic_ncols=True)  # fmt: skip
     last_good = epoch
     stopped = bool(cfg.max_steps and step >= cfg.max_steps)  # a resumed run may have no steps left
-    with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False), StopSignals() as signals, bar:
-        if not resume:  # where the curve starts: the untrained model's test bound
-            start = time.perf_counter()
-            with torch.no_grad():
-                bound0 = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size).item()
-            _append(metrics, metrics_path, {"epoch": 0, "step": 0, bound_key(estimator): bound0,
-                                            "seconds": time.perf_counter() - start})  # fmt: skip
-        while epoch < cfg.epochs and not stopped:
-            epoch += 1
-            start = time.perf_counter()
-            if partial is not None:  # the rest of an epoch a signal cut short
-                order, taken, seen = partial["order"], partial["batches"], partial["seen"]
-                total, objective, before = partial["total"], partial["objective"], partial["seconds"]
-                partial = None
-            else:
-                order, taken, seen, before = dataset.epoch_order(), 0, 0, 0.0
-                total = torch.zeros((), device=device)
-                objective = torch.zeros((), device=device)
-            if ours:  # the KL schedule's clock, set again after a resume
-                estimator.num_steps, estimator.epoch = step, epoch - 1
-            for x in dataset.train_batches(cfg.batch_size, order=order, start=taken):
-                optimizer.zero_grad(set_to_none=True)
-                loss = step_fn(x)
-                optimizer.step()
-                total += loss.to(device) * (x.shape[0] / n)  # the batch's own negated bound sum
-                if ours and estimator.last_objective is not None:
-                    objective -= estimator.last_objective * (x.shape[0] / n)
-                    estimator.last_objective = None
-                step += 1
-                taken += 1
-                seen += x.shape[0]
-                bar.update()
-                if step % cfg.log_every == 0:
-                    value = total.item()
-                    _check_finite(value, vae, step, epoch, run_dir, last_good)
-                    bar.set_postfix(epoch=epoch, loss=f"{value / seen:.2f}")
-                if (cfg.max_steps and step >= cfg.max_steps) or (
-                    cfg.max_seconds and train_seconds + time.perf_counter() - start >= cfg.max_seconds
-                ):
-                    stopped = True
-                    break
-                if signals.signum:  # the state after this step, mid-epoch
-                    _check_finite(total.item(), vae, step, epoch, run_dir, last_good)
-                    train_seconds += time.perf_counter() - start
-                    rest = {"order": order.cpu(), "batches": taken, "seen": seen, "total": total.cpu(),
-                            "objective": objective.cpu(), "seconds": before + time.perf_counter() - start}  # fmt: skip
-                    checkpoint.save(
-                        {"epoch": epoch - 1, "step": step, "train_seconds": train_seconds, "model": vae.state_dict(),
-                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "rng": checkpoint.rng_state(), "partial": rest},
-                        ckpt_path,
-                    )  # fmt: skip
-                    raise _interrupted(signals.signum, step, f"batch {taken} of {steps_per_epoch} in epoch {epoch}",
-                                       ckpt_path)  # fmt: skip
-            train_seconds += time.perf_counter() - start
-            train_loss = total.item() / seen
-            _check_finite(train_loss, vae, step, epoch, run_dir, last_good)
-            record: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": train_loss,
-                                      "lr": optimizer.param_groups[0]["lr"]}  # fmt: skip
-            scheduler.step()  # the rate of the next epoch
-            if is_scaled(estimator):  # the kl_weight-scaled objective, beside the bound
-                record["train_objective"] = objective.item() / seen
-                record["kl_weight"] = estimator.current_kl_weight()
-            best = False
-            if epoch % cfg.test_every == 0 or epoch == cfg.epochs or stopped:
+    try:
+        with (
+            pyro.settings.context(module_local_params=True),
+            pyro.validation_enabled(False),
+            StopSignals() as signals,
+            bar,
+        ):
+            if not resume:  # where the curve starts: the untrained model's test bound
+                start = time.perf_counter()
                 with torch.no_grad():
-                    record[bound_key(estimator)] = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size).item()
-                    if dataset.num_valid:
-                        valid = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size, "valid").item()
-                        record["valid_" + bound_key(estimator)[len("test_") :]] = valid
-                if stopper is not None:
-                    best = stopper.update(valid, epoch)
-                    if stopper.stop:
-                        record["early_stopped"] = f"no better validation bound since epoch {stopper.best_epoch}"
+                    bound0 = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size).item()
+                _append(metrics, metrics_path, {"epoch": 0, "step": 0, bound_key(estimator): bound0,
+                                                "seconds": time.perf_counter() - start})  # fmt: skip
+                tracker.log_scalars(metrics[-1], step=0)
+            while epoch < cfg.epochs and not stopped:
+                epoch += 1
+                start = time.perf_counter()
+                if partial is not None:  # the rest of an epoch a signal cut short
+                    order, taken, seen = partial["order"], partial["batches"], partial["seen"]
+                    total, objective, before = partial["total"], partial["objective"], partial["seconds"]
+                    partial = None
+                else:
+                    order, taken, seen, before = dataset.epoch_order(), 0, 0, 0.0
+                    total = torch.zeros((), device=device)
+                    objective = torch.zeros((), device=device)
+                if ours:  # the KL schedule's clock, set again after a resume
+                    estimator.num_steps, estimator.epoch = step, epoch - 1
+                for x in dataset.train_batches(cfg.batch_size, order=order, start=taken):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = step_fn(x)
+                    optimizer.step()
+                    total += loss.to(device) * (x.shape[0] / n)  # the batch's own negated bound sum
+                    if ours and estimator.last_objective is not None:
+                        objective -= estimator.last_objective * (x.shape[0] / n)
+                        estimator.last_objective = None
+                    step += 1
+                    taken += 1
+                    seen += x.shape[0]
+                    bar.update()
+                    if step % cfg.log_every == 0:
+                        value = total.item()
+                        _check_finite(value, vae, step, epoch, run_dir, last_good)
+                        bar.set_postfix(epoch=epoch, loss=f"{value / seen:.2f}")
+                    if (cfg.max_steps and step >= cfg.max_steps) or (
+                        cfg.max_seconds and train_seconds + time.perf_counter() - start >= cfg.max_seconds
+                    ):
                         stopped = True
-            record["seconds"] = before + time.perf_counter() - start
-            _append(metrics, metrics_path, record)
-            state = {"epoch": epoch, "step": step, "train_seconds": train_seconds, "model": vae.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "rng": checkpoint.rng_state()}  # fmt: skip
-            if stopper is not None:
-                state["early_stopping"] = stopper.state_dict()
-                if best:  # the model early stopping will evaluate
-                    checkpoint.save(state, run_dir / BEST_FILE)
-            checkpoint.save(state, ckpt_path)
-            last_good = epoch
-            if on_epoch is not None:
-                on_epoch(record)
-            if after_epoch is not None:
-                after_epoch(record, vae, estimator, dataset)
-            if signals.signum:  # it came after the epoch's last step
-                raise _interrupted(signals.signum, step, f"the end of epoch {epoch}", ckpt_path)
-        if signals.signum:  # after the last epoch, or before the first step of a run with none left
-            raise _interrupted(signals.signum, step, "before the evaluation", ckpt_path)
+                        break
+                    if signals.signum:  # the state after this step, mid-epoch
+                        _check_finite(total.item(), vae, step, epoch, run_dir, last_good)
+                        train_seconds += time.perf_counter() - start
+                        rest = {"order": order.cpu(), "batches": taken, "seen": seen, "total": total.cpu(),
+                                "objective": objective.cpu(),
+                                "seconds": before + time.perf_counter() - start}  # fmt: skip
+                        checkpoint.save(
+                            {"epoch": epoch - 1, "step": step, "train_seconds": train_seconds,
+                             "model": vae.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "rng": checkpoint.rng_state(), "partial": rest},
+                            ckpt_path,
+                        )  # fmt: skip
+                        raise _interrupted(signals.signum, step, f"batch {taken} of {steps_per_epoch} in epoch {epoch}",
+                                           ckpt_path)  # fmt: skip
+                train_seconds += time.perf_counter() - start
+                train_loss = total.item() / seen
+                _check_finite(train_loss, vae, step, epoch, run_dir, last_good)
+                record: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": train_loss,
+                                          "lr": optimizer.param_groups[0]["lr"]}  # fmt: skip
+                scheduler.step()  # the rate of the next epoch
+                if is_scaled(estimator):  # the kl_weight-scaled objective, beside the bound
+                    record["train_objective"] = objective.item() / seen
+                    record["kl_weight"] = estimator.current_kl_weight()
+                best = False
+                if epoch % cfg.test_every == 0 or epoch == cfg.epochs or stopped:
+                    with torch.no_grad():
+                        record[bound_key(estimator)] = mean_test_bound(
+                            estimator, vae, dataset, cfg.eval_batch_size
+                        ).item()
+                        if dataset.num_valid:
+                            valid = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size, "valid").item()
+                            record["valid_" + bound_key(estimator)[len("test_") :]] = valid
+                    if stopper is not None:
+                        best = stopper.update(valid, epoch)
+                        if stopper.stop:
+                            record["early_stopped"] = f"no better validation bound since epoch {stopper.best_epoch}"
+                            stopped = True
+                record["seconds"] = before + time.perf_counter() - start
+                _append(metrics, metrics_path, record)
+                tracker.log_scalars(record, step=epoch)
+                state = {"epoch": epoch, "step": step, "train_seconds": train_seconds, "model": vae.state_dict(),
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "rng": checkpoint.rng_state()}  # fmt: skip
+                if stopper is not None:
+                    state["early_stopping"] = stopper.state_dict()
+                    if best:  # the model early stopping will evaluate
+                        checkpoint.save(state, run_dir / BEST_FILE)
+                checkpoint.save(state, ckpt_path)
+                last_good = epoch
+                if on_epoch is not None:
+                    on_epoch(record)
+                if after_epoch is not None:
+                    after_epoch(record, vae, estimator, dataset)
+                if signals.signum:  # it came after the epoch's last step
+                    raise _interrupted(signals.signum, step, f"the end of epoch {epoch}", ckpt_path)
+            if signals.signum:  # after the last epoch, or before the first step of a run with none left
+                raise _interrupted(signals.signum, step, "before the evaluation", ckpt_path)
 
-    evaluation = None
-    if stopper is not None and stopper.best_epoch:  # early stopping evaluates the best model
-        checkpoint.restore(vae, checkpoint.load(run_dir / BEST_FILE, map_location=device)["model"], run_dir / BEST_FILE)
-    if evaluate and cfg.eval_num_samples > 0:
-        from .evaluation.report import evaluate_loaded
+        evaluation = None
+        if stopper is not None and stopper.best_epoch:  # early stopping evaluates the best model
+            checkpoint.restore(
+                vae, checkpoint.load(run_dir / BEST_FILE, map_location=device)["model"], run_dir / BEST_FILE
+            )
+        if evaluate and cfg.eval_num_samples > 0:
+            from .evaluation.report import evaluate_loaded
 
-        model_epoch = stopper.best_epoch if stopper is not None and stopper.best_epoch else epoch
-        evaluation = evaluate_loaded(run_dir, cfg, vae, dataset, progress=progress, model_epoch=model_epoch)
-    return TrainResult(run_dir, cfg, vae, metrics, evaluation)
+            model_epoch = stopper.best_epoch if stopper is not None and stopper.best_epoch else epoch
+            evaluation = evaluate_loaded(run_dir, cfg, vae, dataset, progress=progress, model_epoch=model_epoch,
+                                         tracker=tracker, step=epoch)  # fmt: skip
+        return TrainResult(run_dir, cfg, vae, metrics, evaluation)
+    finally:
+        tracker.close()
 
 
 def _interrupted(signum: int, step: int, where: str, path: Path) -> TrainingInterrupted:

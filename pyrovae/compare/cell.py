@@ -17,6 +17,7 @@ from ..diagnostics import amortization_gaps, gradient_snr, importance_diagnostic
 from ..evaluation.metrics import evaluate_model
 from ..evaluation.plots import save_grid
 from ..evaluation.report import ais_against_is
+from ..tracking import open_tracker
 from ..training import train
 from ..vae import VAE
 
@@ -139,6 +140,13 @@ def run_cell(cell_dir: str | Path, config: dict[str, Any], settings: dict[str, A
         "diagnostics_seconds": diag_seconds,
         "seconds": time.perf_counter() - start,
     }
+    if cfg.tracking:  # the cell's diagnostics beside its training curves, in the same tracked run
+        with open_tracker(cfg.tracking, cell_dir / "run", uri=cfg.tracking_uri, resume=True) as tracker:
+            for record in snr_log:
+                tracker.log_scalars(
+                    {"snr": {g: record[g]["mean_snr"] for g in ("encoder", "decoder")}}, record["epoch"]
+                )
+            tracker.log_scalars({"psis": out["psis"], "gaps": out["gaps"], "ais": out["ais"]}, out["epochs"])
     tmp = cell_dir / (RESULT_FILE + ".tmp")
     tmp.write_text(json.dumps(out) + "\n")
     os.replace(tmp, cell_dir / RESULT_FILE)

@@ -26,7 +26,12 @@ def grid(images: Tensor, image_shape: Sequence[int], ncol: int, pad: int = 1) ->
 
 
 def save_grid(path: str | Path, images: Tensor, image_shape: Sequence[int], ncol: int = 8) -> None:
-    matplotlib.image.imsave(str(path), grid(images, image_shape, ncol), cmap="gray", vmin=0, vmax=1)
+    save_image(path, grid(images, image_shape, ncol))
+
+
+def save_image(path: str | Path, image: np.ndarray) -> None:
+    """A :func:`grid` array as a PNG (grey levels, or RGB)."""
+    matplotlib.image.imsave(str(path), image, cmap="gray", vmin=0, vmax=1)
 
 
 def interleave(inputs: Tensor, outputs: Tensor) -> Tensor:

@@ -16,11 +16,12 @@ from ..config import Config
 from ..config import load as load_config
 from ..data import InMemoryData
 from ..errors import ConfigError
+from ..tracking import Tracker
 from ..vae import VAE
 from .ais import ais, check_options
 from .log_likelihood import log_likelihood
 from .metrics import bits_per_dim, evaluate_model
-from .plots import interleave, save_grid
+from .plots import grid, interleave, save_image
 
 EVALUATION_FILE = "evaluation.json"
 AIS_FILE = "ais.json"
@@ -35,13 +36,16 @@ def evaluate_loaded(
     num_samples: int | None = None,
     progress: bool = False,
     model_epoch: int | None = None,
+    tracker: Tracker | None = None,
+    step: int = 0,
 ) -> dict[str, Any]:
     """Score ``vae`` on the test set and write ``evaluation.json``, ``samples.png`` and
     ``reconstructions.png`` (inputs in odd columns, reconstructions right of them) to ``run_dir``.
 
     The test points go ``eval_batch_size`` at a time and the particles ``eval_chunk_size`` at a
     time, so memory is bounded by their product whatever the test set's size; ``progress`` shows a
-    bar over the points; ``model_epoch`` (the epoch of the model scored) goes into the result.
+    bar over the points; ``model_epoch`` (the epoch of the model scored) goes into the result;
+    ``tracker`` (a :class:`~pyrovae.tracking.Tracker`) gets the numbers and both grids at ``step``.
     For 8-bit data (a likelihood of 8-bit levels, as for CIFAR-10) the result also gives
     ``bits_per_dim``: each bound and the log-likelihood in bits per dimension.
     """
@@ -69,10 +73,15 @@ def evaluate_loaded(
     shape = dataset.images.image_shape
     scale = 255.0 if dataset.kind == "counts" else 1.0
     with torch.no_grad():
-        save_grid(run_dir / "samples.png", vae.sample(NUM_GRID) / scale, shape)
         x = dataset.test[torch.linspace(0, dataset.num_test - 1, NUM_GRID // 2).long()]
-        pairs = interleave(x / scale, vae.reconstruct(x) / scale)
-        save_grid(run_dir / "reconstructions.png", pairs, shape)
+        grids = {"samples": grid(vae.sample(NUM_GRID) / scale, shape, 8),
+                 "reconstructions": grid(interleave(x / scale, vae.reconstruct(x) / scale), shape, 8)}  # fmt: skip
+    for name, image in grids.items():
+        save_image(run_dir / f"{name}.png", image)
+    if tracker is not None:
+        tracker.log_scalars({f"eval/{k}": v for k, v in result.items()}, step)
+        for name, image in grids.items():
+            tracker.log_image(name, image, step)
     return result
 
 

@@ -1,0 +1,48 @@
+"""Where runs show up: TensorBoard and MLflow, optional extras chosen by ``tracking`` in the config.
+
+``open_tracker(cfg, run_dir, resume)`` gives the run's :class:`~pyrovae.tracking.base.Tracker`:
+``log_scalars`` (losses, bounds, KL, active units, SNR), ``log_image`` (sample and reconstruction
+grids) and ``log_config``. ``tracking = ""`` (the default) tracks nothing; a tracker whose extra
+is not installed refuses in one line that names the pip command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from .base import NullTracker, Tracker
+
+TRACKERS = ("", "tensorboard", "mlflow")
+EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}  # name: (module, extra)
+
+
+def check(name: str) -> None:
+    """One line unless ``name`` is a tracker whose package is installed."""
+    if name not in TRACKERS:
+        raise ConfigError(f'unknown tracking {name!r}; valid: none (""), {", ".join(t for t in TRACKERS if t)}')
+    if name:
+        import importlib.util
+
+        module, extra = EXTRAS[name]
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f'tracking = "{name}" needs {module}, an optional extra: pip install "pyrovae[{extra}]"')
+
+
+def open_tracker(
+    name: str, run_dir: Path, *, uri: str = "", resume: bool = False, experiment: str = "pyrovae"
+) -> Tracker:
+    """The tracker ``name`` for the run in ``run_dir`` (see the module docstring)."""
+    check(name)
+    if name == "tensorboard":
+        from .tensorboard import TensorBoardTracker
+
+        return TensorBoardTracker(Path(uri) if uri else run_dir / "tensorboard")
+    if name == "mlflow":
+        from .mlflow import MLflowTracker
+
+        return MLflowTracker(run_dir, uri=uri, resume=resume, experiment=experiment)
+    return NullTracker()
+
+
+__all__ = ["TRACKERS", "NullTracker", "Tracker", "check", "open_tracker"]
