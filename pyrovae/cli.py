@@ -165,7 +165,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {}
     for key in ("estimators", "likelihoods", "seeds", "workers", "eval_num_samples", "psis_samples",
-                "snr_draws", "gap_points", "gap_steps", "ais_points", "ais_steps", "ais_chains"):  # fmt: skip
+                "snr_draws", "gap_points", "gap_steps", "ais_points", "ais_steps", "ais_chains", "backend", "address",
+                "cell_cpus", "cell_gpus"):  # fmt: skip
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     budgets = {k: getattr(args, k) for k in ("epochs", "steps", "seconds") if getattr(args, k) is not None}
@@ -215,6 +216,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     from . import likelihoods
+    from .compare.grid import BACKENDS
     from .evaluation.ais import SCHEDULES
     from .evaluation.densities import INITS
     from .evaluation.log_likelihood import METHODS
@@ -267,6 +269,16 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=int, metavar="N", help="budget: gradient steps per cell")
     c.add_argument("--seconds", type=float, metavar="X", help="budget: training seconds per cell")
     c.add_argument("--workers", type=int, metavar="N", help="cells run in this many processes at once")
+    c.add_argument("--backend", choices=BACKENDS,
+                   help="process: a local pool of --workers processes (default); ray: each cell a Ray task, on a "
+                        "local Ray or the cluster at --address (pip install \"pyrovae[ray]\")")  # fmt: skip
+    c.add_argument("--address", metavar="HOST:PORT",
+                   help="ray: the cluster to join (host:port of its head, or auto); default: start a local "
+                        "Ray")  # fmt: skip
+    c.add_argument("--cell-cpus", type=float, metavar="X", help="ray: CPUs a cell asks for (default: 1)")
+    c.add_argument("--cell-gpus", type=float, metavar="X",
+                   help="ray: GPUs a cell asks for, a fraction to share one between small cells "
+                        "(default: 0)")  # fmt: skip
     c.add_argument("--eval-num-samples", type=int, metavar="K", help="K of the test log-likelihood")
     c.add_argument("--psis-samples", type=int, metavar="K", help="K for PSIS k-hat (>= 100)")
     c.add_argument("--snr-draws", type=int, metavar="R", help="gradient draws for the SNR")
@@ -290,7 +302,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_unless_rank_0() -> bool:
+    """Under torchrun only rank 0 speaks: the other ranks' output would repeat it line for line."""
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        return False
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_unless_rank_0()
     try:
         args = parser().parse_args(argv)
     except SystemExit as e:  # --help (0), or a usage error already printed as one line (2)

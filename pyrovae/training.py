@@ -18,7 +18,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, data, estimators, schedules, tracking
+from . import checkpoint, data, distributed, estimators, schedules, tracking
 from .config import Config, from_dict, to_toml
 from .config import load as load_config
 from .early_stopping import EarlyStopping
@@ -72,18 +72,24 @@ def load_images(cfg: Config) -> data.Images:
 
 
 def mean_test_bound(
-    estimator: pyro.infer.ELBO, vae: VAE, dataset: data.InMemoryData, batch_size: int, part: str = "test"
-) -> torch.Tensor:
+    estimator: pyro.infer.ELBO, vae: VAE, dataset: data.InMemoryData, batch_size: int, part: str = "test",
+    group: distributed.Group = distributed.SINGLE,
+) -> torch.Tensor:  # fmt: skip
     """The estimator's bound averaged over the test (or ``part="valid"``, validation) set, as a
-    device tensor (no sync for pyrovae's estimators; Pyro's own report a float per batch)."""
+    device tensor (no sync for pyrovae's estimators; Pyro's own report a float per batch). Under
+    data parallelism each rank scores its shard of the points and the sums are added."""
     total = torch.zeros((), device=dataset.device)
-    batches = dataset.test_batches(batch_size) if part == "test" else dataset.valid_batches(batch_size)
+    if group.active:
+        points = dataset.test if part == "test" else dataset.valid
+        batches = points[group.shard(torch.arange(points.shape[0], device=points.device))].split(batch_size)
+    else:
+        batches = dataset.test_batches(batch_size) if part == "test" else dataset.valid_batches(batch_size)
     for x in batches:
         if isinstance(estimator, estimators.Estimator):
             total += estimator.bound(vae.model, vae.guide, x).sum()
         else:
             total -= estimator.loss(vae.model, vae.guide, x)
-    return total / (dataset.num_test if part == "test" else dataset.num_valid)
+    return group.sum(total) / (dataset.num_test if part == "test" else dataset.num_valid)
 
 
 def bound_key(estimator: pyro.infer.ELBO) -> str:
@@ -347,7 +353,25 @@ def train(
     cfg, changes = _resolve(config, run_dir, resume)
     device = resolve_device(cfg.device)
     tracking.check(cfg.tracking)  # a missing extra: one line, before anything is written
+    group = distributed.from_env(device)  # launched by torchrun: this process's rank
+    if group.active and device.type == "cuda":
+        device = torch.device("cuda", group.local_rank)
+    try:
+        return _train(cfg, changes, run_dir, device, group, resume, progress, evaluate, on_epoch, after_epoch,
+                      notice)  # fmt: skip
+    finally:
+        distributed.shutdown(group)
 
+
+def _train(
+    cfg: Config, changes: list[str], run_dir: Path, device: torch.device, group: distributed.Group, resume: bool,
+    progress: bool, evaluate: bool, on_epoch: Callable[[dict[str, Any]], None] | None,
+    after_epoch: Callable[[dict[str, Any], VAE, pyro.infer.ELBO, data.InMemoryData], None] | None,
+    notice: Callable[[str], None] | None,
+) -> TrainResult:  # fmt: skip
+    main = group.is_main  # the process that writes the run directory
+    if not main:
+        progress, on_epoch, notice = False, None, None
     torch.manual_seed(cfg.seed)
     images = load_images(cfg)
     vae = build_vae(cfg, images).to(device)
@@ -382,22 +406,37 @@ def train(
         if not isinstance(train_seconds, (int, float)):
             raise CheckpointError(f"checkpoint {ckpt_path}: train_seconds is not a number")
         partial = _partial_epoch(state.get("partial"), ckpt_path, n, cfg.batch_size, device)
-        checkpoint.set_rng_state(state["rng"], ckpt_path)
+        ranks = state.get("rng_ranks")  # a data-parallel run's streams, one a rank
+        own_stream = group.active and isinstance(ranks, list) and len(ranks) == group.world
+        checkpoint.set_rng_state(ranks[group.rank] if own_stream else state["rng"], ckpt_path)
+        if partial is not None and group.active and not own_stream:  # another number of processes
+            torch.manual_seed(distributed.rank_seed(cfg.seed, epoch + 1, group.rank))
+            if notice is not None:
+                had = len(ranks) if isinstance(ranks, list) else 1
+                notice(f"resuming mid-epoch with {group.world} processes where the checkpoint had {had}: the rest "
+                       f"of epoch {epoch + 1} draws new noise")  # fmt: skip
         if metrics_path.exists():  # drop lines of an epoch whose checkpoint was never written
             metrics = [m for m in _read_lines(metrics_path) if m["epoch"] <= epoch]
     # the first write: the run directory, cleared of what a kill mid-write left
-    check_run_dir(run_dir, create=True)
-    remove_partial_files(run_dir)
+    if main:
+        check_run_dir(run_dir, create=True)
+        remove_partial_files(run_dir)
     if notice is not None:
         if resume:
             where = f"in epoch {epoch + 1} at batch {partial['batches']}" if partial else f"after epoch {epoch}"
             notice(f"resuming {run_dir} {where} (step {step})" + (f"; {', '.join(changes)}" if changes else ""))
         notice(step_path(estimator, vae, cfg.compile))
+        if group.active:
+            notice(f"data parallel: {group.world} processes, {cfg.batch_size} points a step in all")
     step_fn = make_step(estimator, vae, n, cfg.compile)
-    _write_text(run_dir / CONFIG_FILE, to_toml(cfg))
-    _write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in metrics))
-    tracker = tracking.open_tracker(cfg.tracking, run_dir, uri=cfg.tracking_uri, resume=resume)
-    tracker.log_config(cfg.to_dict(), to_toml(cfg))
+    tracker: tracking.Tracker = tracking.NullTracker()
+    if main:
+        _write_text(run_dir / CONFIG_FILE, to_toml(cfg))
+        _write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in metrics))
+        tracker = tracking.open_tracker(cfg.tracking, run_dir, uri=cfg.tracking_uri, resume=resume)
+        tracker.log_config(cfg.to_dict(), to_toml(cfg))
+    save = checkpoint.save if main else _no_save
+    append = _append if main else _keep
 
     steps_per_epoch = -(-n // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
@@ -416,9 +455,9 @@ def train(
             if not resume:  # where the curve starts: the untrained model's test bound
                 start = time.perf_counter()
                 with torch.no_grad():
-                    bound0 = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size).item()
-                _append(metrics, metrics_path, {"epoch": 0, "step": 0, bound_key(estimator): bound0,
-                                                "seconds": time.perf_counter() - start})  # fmt: skip
+                    bound0 = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size, group=group).item()
+                append(metrics, metrics_path, {"epoch": 0, "step": 0, bound_key(estimator): bound0,
+                                               "seconds": time.perf_counter() - start})  # fmt: skip
                 tracker.log_scalars(metrics[-1], step=0)
             while epoch < cfg.epochs and not stopped:
                 epoch += 1
@@ -428,14 +467,25 @@ def train(
                     total, objective, before = partial["total"], partial["objective"], partial["seconds"]
                     partial = None
                 else:
-                    order, taken, seen, before = dataset.epoch_order(), 0, 0, 0.0
+                    if group.active:  # one shuffle for every rank; each rank's own noise this epoch
+                        order = distributed_order(n, cfg.seed, epoch, device)
+                        torch.manual_seed(distributed.rank_seed(cfg.seed, epoch, group.rank))
+                    else:
+                        order = dataset.epoch_order()
+                    taken, seen, before = 0, 0, 0.0
                     total = torch.zeros((), device=device)
                     objective = torch.zeros((), device=device)
                 if ours:  # the KL schedule's clock, set again after a resume
                     estimator.num_steps, estimator.epoch = step, epoch - 1
-                for x in dataset.train_batches(cfg.batch_size, order=order, start=taken):
+                for x in dataset.train_batches(cfg.batch_size, order=order, start=taken, shard=group.shard):
+                    global_b = min(cfg.batch_size, n - taken * cfg.batch_size)  # the step's points, all ranks
                     optimizer.zero_grad(set_to_none=True)
-                    loss = step_fn(x)
+                    loss = step_fn(x) if x.shape[0] else total.new_zeros(())  # a rank may get no point
+                    if group.active:  # the global batch's gradient, and whether any rank must stop
+                        timed_out = bool(cfg.max_seconds and train_seconds + time.perf_counter() - start
+                                         >= cfg.max_seconds)  # fmt: skip
+                        flags = group.reduce_gradients(vae.parameters(), x.shape[0] / global_b,
+                                                       [float(signals.signum != 0), float(timed_out)])  # fmt: skip
                     optimizer.step()
                     total += loss.to(device) * (x.shape[0] / n)  # the batch's own negated bound sum
                     if ours and estimator.last_objective is not None:
@@ -443,32 +493,42 @@ def train(
                         estimator.last_objective = None
                     step += 1
                     taken += 1
-                    seen += x.shape[0]
+                    seen += global_b
                     bar.update()
+                    if group.active:  # the ranks act together, on the flags of a logging step
+                        look = step % cfg.log_every == 0 or taken == steps_per_epoch
+                        stop_flags = flags.tolist() if look else [0.0, 0.0]
+                        signum = (signals.signum or signal.SIGTERM) if stop_flags[0] else 0
+                        out_of_time = stop_flags[1] > 0
+                    else:
+                        signum = signals.signum
+                        out_of_time = bool(cfg.max_seconds and train_seconds + time.perf_counter() - start
+                                           >= cfg.max_seconds)  # fmt: skip
                     if step % cfg.log_every == 0:
-                        value = total.item()
+                        value = group.sum(total).item()
                         _check_finite(value, vae, step, epoch, run_dir, last_good)
                         bar.set_postfix(epoch=epoch, loss=f"{value / seen:.2f}")
-                    if (cfg.max_steps and step >= cfg.max_steps) or (
-                        cfg.max_seconds and train_seconds + time.perf_counter() - start >= cfg.max_seconds
-                    ):
+                    if (cfg.max_steps and step >= cfg.max_steps) or out_of_time:
                         stopped = True
                         break
-                    if signals.signum:  # the state after this step, mid-epoch
+                    if signum:  # the state after this step, mid-epoch
+                        total, objective = group.sum(total), group.sum(objective)
                         _check_finite(total.item(), vae, step, epoch, run_dir, last_good)
                         train_seconds += time.perf_counter() - start
                         rest = {"order": order.cpu(), "batches": taken, "seen": seen, "total": total.cpu(),
                                 "objective": objective.cpu(),
                                 "seconds": before + time.perf_counter() - start}  # fmt: skip
-                        checkpoint.save(
+                        save(
                             {"epoch": epoch - 1, "step": step, "train_seconds": train_seconds,
                              "model": vae.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "rng": checkpoint.rng_state(), "partial": rest},
+                             "scheduler": scheduler.state_dict(), **_rng(group), "partial": rest},
                             ckpt_path,
                         )  # fmt: skip
-                        raise _interrupted(signals.signum, step, f"batch {taken} of {steps_per_epoch} in epoch {epoch}",
+                        group.barrier()
+                        raise _interrupted(signum, step, f"batch {taken} of {steps_per_epoch} in epoch {epoch}",
                                            ckpt_path)  # fmt: skip
                 train_seconds += time.perf_counter() - start
+                total, objective = group.sum(total), group.sum(objective)
                 train_loss = total.item() / seen
                 _check_finite(train_loss, vae, step, epoch, run_dir, last_good)
                 record: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": train_loss,
@@ -481,10 +541,11 @@ def train(
                 if epoch % cfg.test_every == 0 or epoch == cfg.epochs or stopped:
                     with torch.no_grad():
                         record[bound_key(estimator)] = mean_test_bound(
-                            estimator, vae, dataset, cfg.eval_batch_size
+                            estimator, vae, dataset, cfg.eval_batch_size, group=group
                         ).item()
                         if dataset.num_valid:
-                            valid = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size, "valid").item()
+                            valid = mean_test_bound(estimator, vae, dataset, cfg.eval_batch_size, "valid",
+                                                    group).item()  # fmt: skip
                             record["valid_" + bound_key(estimator)[len("test_") :]] = valid
                     if stopper is not None:
                         best = stopper.update(valid, epoch)
@@ -492,27 +553,28 @@ def train(
                             record["early_stopped"] = f"no better validation bound since epoch {stopper.best_epoch}"
                             stopped = True
                 record["seconds"] = before + time.perf_counter() - start
-                _append(metrics, metrics_path, record)
+                append(metrics, metrics_path, record)
                 tracker.log_scalars(record, step=epoch)
                 state = {"epoch": epoch, "step": step, "train_seconds": train_seconds, "model": vae.state_dict(),
                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "rng": checkpoint.rng_state()}  # fmt: skip
+                         **_rng(group)}  # fmt: skip
                 if stopper is not None:
                     state["early_stopping"] = stopper.state_dict()
                     if best:  # the model early stopping will evaluate
-                        checkpoint.save(state, run_dir / BEST_FILE)
-                checkpoint.save(state, ckpt_path)
+                        save(state, run_dir / BEST_FILE)
+                save(state, ckpt_path)
                 last_good = epoch
                 if on_epoch is not None:
                     on_epoch(record)
                 if after_epoch is not None:
                     after_epoch(record, vae, estimator, dataset)
-                if signals.signum:  # it came after the epoch's last step
+                if signals.signum and not group.active:  # it came after the epoch's last step
                     raise _interrupted(signals.signum, step, f"the end of epoch {epoch}", ckpt_path)
-            if signals.signum:  # after the last epoch, or before the first step of a run with none left
+            if signals.signum and not group.active:  # after the last epoch, or before the first step of a run
                 raise _interrupted(signals.signum, step, "before the evaluation", ckpt_path)
 
         evaluation = None
+        group.barrier()  # rank 0's checkpoints are written
         if stopper is not None and stopper.best_epoch:  # early stopping evaluates the best model
             checkpoint.restore(
                 vae, checkpoint.load(run_dir / BEST_FILE, map_location=device)["model"], run_dir / BEST_FILE
@@ -522,10 +584,31 @@ def train(
 
             model_epoch = stopper.best_epoch if stopper is not None and stopper.best_epoch else epoch
             evaluation = evaluate_loaded(run_dir, cfg, vae, dataset, progress=progress, model_epoch=model_epoch,
-                                         tracker=tracker, step=epoch)  # fmt: skip
+                                         tracker=tracker, step=epoch, group=group)  # fmt: skip
         return TrainResult(run_dir, cfg, vae, metrics, evaluation)
     finally:
         tracker.close()
+
+
+def distributed_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    """Epoch ``epoch``'s shuffle under data parallelism, the same on every rank, ``[n]``."""
+    g = torch.Generator().manual_seed(distributed.epoch_seed(seed, epoch))
+    return torch.randperm(n, generator=g).to(device)
+
+
+def _rng(group: distributed.Group) -> dict[str, Any]:
+    """The RNG state for a checkpoint: this process's, and under data parallelism every rank's."""
+    state = checkpoint.rng_state()
+    return {"rng": state, "rng_ranks": group.gather_objects(state)} if group.active else {"rng": state}
+
+
+def _no_save(state: dict[str, Any], path: Path) -> None:
+    """A rank other than 0 writes no checkpoint."""
+
+
+def _keep(metrics: list[dict[str, Any]], path: Path, record: dict[str, Any]) -> None:
+    """A rank other than 0 keeps its metrics lines and writes none."""
+    metrics.append(record)
 
 
 def _interrupted(signum: int, step: int, where: str, path: Path) -> TrainingInterrupted:

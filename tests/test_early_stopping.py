@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from pyrovae import ConfigError, training
+from pyrovae import ConfigError, distributed, training
 
 TINY = {"hidden": [16], "z_dim": 4, "eval_num_samples": 0, "batch_size": 500}
 
@@ -20,10 +20,10 @@ def test_early_stopping_stops_after_patience_and_evaluates_the_best_model(tmp_pa
     scripted = iter([-100.0, -90.0, -95.0, -96.0, -80.0])  # the validation bound of epochs 1, 2, ...
     real = training.mean_test_bound
 
-    def fake(estimator, vae, dataset, batch_size, part="test"):
+    def fake(estimator, vae, dataset, batch_size, part="test", group=distributed.SINGLE):
         if part == "valid":
             return torch.tensor(next(scripted))
-        return real(estimator, vae, dataset, batch_size, part)
+        return real(estimator, vae, dataset, batch_size, part, group)
 
     monkeypatch.setattr(training, "mean_test_bound", fake)
     weights = {}

@@ -14,6 +14,9 @@ from ..config import FIELDS, from_dict, parse_value, toml_value, tomllib
 from ..errors import ConfigError
 
 BUDGETS = {"epochs": "epochs", "steps": "max_steps", "seconds": "max_seconds"}
+BACKENDS = ("process", "ray")
+# how the grid runs, not what it compares: a comparison directory may resume under other values
+EXECUTION_KEYS = ("workers", "backend", "address", "cell_cpus", "cell_gpus")
 UNLIMITED_EPOCHS = 1_000_000  # with a steps or seconds budget the budget ends training
 
 
@@ -127,7 +130,11 @@ class GridSpec:
     ais_steps: int = 1000  # AIS: intermediate distributions
     ais_chains: int = 16  # AIS: chains per point
     ais_hmc_steps: int = 10  # AIS: leapfrog steps per HMC transition
-    workers: int = 1  # cells run in this many processes at once
+    workers: int = 1  # cells run in this many processes at once (backend "process")
+    backend: str = "process"  # "process": a local pool of `workers` processes; "ray": one Ray task a cell
+    address: str = ""  # ray: the cluster's address (host:port or "auto"); empty: a local Ray starts
+    cell_cpus: float = 1.0  # ray: CPUs each cell's task asks for (and its torch threads)
+    cell_gpus: float = 0.0  # ray: GPUs each cell's task asks for; a fraction lets small cells share one
 
     def __post_init__(self) -> None:
         self.specs = [EstimatorSpec.parse(e) for e in self.estimators]
@@ -155,6 +162,14 @@ class GridSpec:
             raise ConfigError(f"psis_samples must be >= 100, got {self.psis_samples}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.backend == "ray":  # a missing extra: one line, before anything is written
+            from .ray_backend import import_ray
+
+            import_ray()
+        if not self.cell_cpus > 0 or not self.cell_gpus >= 0:
+            raise ConfigError(f"cell_cpus must be > 0 and cell_gpus >= 0, got {self.cell_cpus} and {self.cell_gpus}")
         if not isinstance(self.ais_points, int) or self.ais_points < 0:
             raise ConfigError(f"ais_points must be an integer >= 0 (0: no AIS), got {self.ais_points!r}")
         from ..evaluation.ais import check_options
@@ -191,6 +206,10 @@ class GridSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two specifications the same comparison: every key but how it runs."""
+        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_KEYS}
 
     def to_toml(self) -> str:
         """The exact specification, as TOML that ``GridSpec.load`` reads back."""

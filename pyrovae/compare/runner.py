@@ -32,10 +32,10 @@ def _settings(spec: GridSpec, cell: Cell) -> dict[str, Any]:
 
 
 def _saved_spec(path: Path) -> dict[str, Any] | None:
-    """The specification in a comparison directory, as values (a file written before a key existed
-    reads with that key's default), or None if it cannot be read."""
+    """The specification in a comparison directory, as :meth:`GridSpec.identity` (a file written before
+    a key existed reads with that key's default), or None if it cannot be read."""
     try:
-        return GridSpec.load(path).to_dict()
+        return GridSpec.load(path, {"backend": "process"}).identity()  # how it ran is not its identity
     except ConfigError:
         return None
 
@@ -68,14 +68,15 @@ def compare(
     ``result.json`` is written (atomically, last); a cell left half-done by an interruption is
     removed and run again, so re-running the same command finishes an interrupted comparison.
     With ``workers > 1`` cells run in that many processes at once (threads split between them;
-    with several GPUs, cells go round-robin over them).
+    with several GPUs, cells go round-robin over them); with ``backend = "ray"`` each cell is a Ray
+    task (:mod:`pyrovae.compare.ray_backend`).
     """
     spec = spec if isinstance(spec, GridSpec) else GridSpec.from_dict(spec)
     out = Path(out)
     check_run_dir(out, create=True)
     spec_text = spec.to_toml()
     saved = out / SPEC_FILE
-    if saved.exists() and saved.read_text() != spec_text and _saved_spec(saved) != spec.to_dict():
+    if saved.exists() and saved.read_text() != spec_text and _saved_spec(saved) != spec.identity():
         raise ConfigError(f"{out} holds a different comparison ({saved}); use another --out or the same specification")
     saved.write_text(spec_text)
 
@@ -90,7 +91,7 @@ def compare(
         cell_dir.mkdir(parents=True)
         todo.append(cell)
 
-    devices = _devices(len(todo))
+    devices = _devices(len(todo)) if spec.backend == "process" else [None] * len(todo)  # Ray places its own
     jobs = []
     for cell, device in zip(todo, devices, strict=True):
         config = spec.cell_config(cell)
@@ -98,7 +99,11 @@ def compare(
             config["device"] = device
         jobs.append((str(out / "cells" / cell.id), config, _settings(spec, cell)))
 
-    if spec.workers == 1 or len(jobs) <= 1:
+    if spec.backend == "ray":
+        from .ray_backend import run_on_ray
+
+        run_on_ray(jobs, address=spec.address, cpus=spec.cell_cpus, gpus=spec.cell_gpus, on_done=on_cell)
+    elif spec.workers == 1 or len(jobs) <= 1:
         for job in jobs:
             _run(*job)
             if on_cell is not None:

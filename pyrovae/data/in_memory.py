@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -102,16 +102,23 @@ class InMemoryData:
         return torch.randperm(self.num_train, device=self.device)
 
     def train_batches(
-        self, batch_size: int, drop_last: bool = False, order: Tensor | None = None, start: int = 0
+        self,
+        batch_size: int,
+        drop_last: bool = False,
+        order: Tensor | None = None,
+        start: int = 0,
+        shard: Callable[[Tensor], Tensor] | None = None,
     ) -> Iterator[Tensor]:
         """One shuffled epoch. The last batch is smaller unless ``drop_last``; the model's
         ``num_data`` scale makes a small batch count for what it is. ``order`` (from
-        :meth:`epoch_order`) and ``start`` (batches already taken) continue an interrupted epoch."""
+        :meth:`epoch_order`) and ``start`` (batches already taken) continue an interrupted epoch.
+        ``shard`` maps a batch's indices to this process's part of them (data parallelism)."""
         n = self.num_train
         perm = self.epoch_order() if order is None else order
         stop = n - n % batch_size if drop_last else n
         for i in range(start * batch_size, stop, batch_size):
-            yield self._take(self.train, perm[i : i + batch_size])
+            idx = perm[i : i + batch_size]
+            yield self._take(self.train, idx if shard is None else shard(idx))
 
     def test_batches(self, batch_size: int) -> Iterator[Tensor]:
         for i in range(0, self.num_test, batch_size):

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..distributed import SINGLE, Group
 from ..errors import ConfigError
 from ..estimators.direct import applies
 from ..estimators.draw import draw
@@ -66,6 +67,7 @@ def evaluate_model(
     elbo_particles: int = 100,
     per_point: bool = False,
     progress: int | None = None,
+    group: Group = SINGLE,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Average per-data-point metrics over ``batches`` (each passed as the first argument).
@@ -78,18 +80,15 @@ def evaluate_model(
     - ``active_units`` (Burda et al. 2016; from two data points on) and ``seconds``.
     ``progress``: the number of data points in ``batches``, to show a progress bar over them
     (None: no bar). All in nats per data point. ``per_point=True`` adds ``points``: each data point's
-    ``elbo``, ``iwae_bound`` and ``log_likelihood`` as lists.
+    ``elbo``, ``iwae_bound`` and ``log_likelihood`` as lists. Under data parallelism (``group``)
+    each rank passes its shard of the points and every rank gets the result over all of them.
     """
     start = time.perf_counter()
-    sums: dict[str, Tensor] = {}
-    means, n, nesting = [], 0, None
-
     points: dict[str, list[Tensor]] = {}
+    means, nesting = [], None
 
     def add(key: str, value: Tensor) -> None:
-        sums[key] = sums.get(key, 0) + value.sum()
-        if per_point and key in ("elbo", "iwae_bound", "log_likelihood"):
-            points.setdefault(key, []).append(value.detach())
+        points.setdefault(key, []).append(value.detach())
 
     with torch.no_grad():
         bar = tqdm(total=progress, disable=progress is None, unit="point", desc="evaluation", dynamic_ncols=True)
@@ -111,18 +110,22 @@ def evaluate_model(
                 ll = log_likelihood(model, guide, *args, num_samples=num_samples, chunk_size=chunk_size,
                                     max_plate_nesting=nesting, subsample_pin=pin, **kwargs)  # fmt: skip
                 add("log_likelihood", ll)
-            n += x.shape[0]
             bar.update(x.shape[0])
         bar.close()
-    out: dict[str, Any] = {k: v.item() / n for k, v in sums.items()}
+    # every rank's points, in rank order (one process: its own)
+    values = {k: group.gather(torch.cat(v)) for k, v in points.items()}
+    n = next(iter(values.values())).shape[0] if values else 0
+    out: dict[str, Any] = {k: v.sum().item() / n for k, v in values.items()}
     out["iwae_particles"] = num_particles
     if num_samples:
         out["log_likelihood_samples"] = num_samples
     out["elbo_particles"] = elbo_particles
-    if all(m is not None for m in means) and sum(m.shape[0] for m in means) >= 2:
-        out["active_units"] = active_units(torch.cat(means))
+    if means and all(m is not None for m in means):
+        means_all = group.gather(torch.cat(means))
+        if means_all.shape[0] >= 2:
+            out["active_units"] = active_units(means_all)
     out["num_points"] = n
     if per_point:
-        out["points"] = {k: torch.cat(v).cpu().tolist() for k, v in points.items()}
+        out["points"] = {k: values[k].cpu().tolist() for k in ("elbo", "iwae_bound", "log_likelihood") if k in values}
     out["seconds"] = time.perf_counter() - start
     return out

@@ -15,6 +15,7 @@ from .. import checkpoint, estimators
 from ..config import Config
 from ..config import load as load_config
 from ..data import InMemoryData
+from ..distributed import SINGLE, Group
 from ..errors import ConfigError
 from ..tracking import Tracker
 from ..vae import VAE
@@ -38,6 +39,7 @@ def evaluate_loaded(
     model_epoch: int | None = None,
     tracker: Tracker | None = None,
     step: int = 0,
+    group: Group = SINGLE,
 ) -> dict[str, Any]:
     """Score ``vae`` on the test set and write ``evaluation.json``, ``samples.png`` and
     ``reconstructions.png`` (inputs in odd columns, reconstructions right of them) to ``run_dir``.
@@ -46,6 +48,8 @@ def evaluate_loaded(
     time, so memory is bounded by their product whatever the test set's size; ``progress`` shows a
     bar over the points; ``model_epoch`` (the epoch of the model scored) goes into the result;
     ``tracker`` (a :class:`~pyrovae.tracking.Tracker`) gets the numbers and both grids at ``step``.
+    Under data parallelism (``group``) each rank scores its shard of the test points, the values are
+    gathered, and rank 0 writes the files.
     For 8-bit data (a likelihood of 8-bit levels, as for CIFAR-10) the result also gives
     ``bits_per_dim``: each bound and the log-likelihood in bits per dimension.
     """
@@ -54,10 +58,11 @@ def evaluate_loaded(
     iwae_k = getattr(est, "num_draws", cfg.num_particles)  # M * K for miwae and piwae
     vae.eval()
     with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+        mine = dataset.test[group.shard(torch.arange(dataset.num_test, device=dataset.device))]
         result = evaluate_model(
-            vae.model, vae.guide, dataset.test_batches(cfg.eval_batch_size),
+            vae.model, vae.guide, mine.split(cfg.eval_batch_size),
             num_particles=iwae_k, num_samples=k, chunk_size=cfg.eval_chunk_size,
-            progress=dataset.num_test if progress else None,
+            progress=mine.shape[0] if progress else None, group=group,
         )  # fmt: skip
     result = {"estimator": cfg.estimator, "likelihood": cfg.likelihood, **result}
     if model_epoch is not None:  # the epoch whose model this is (early stopping: the best one)
@@ -66,6 +71,8 @@ def evaluate_loaded(
         dims = dataset.images.x_dim
         result["bits_per_dim"] = {key: bits_per_dim(result[key], dims)
                                   for key in ("log_likelihood", "elbo", "iwae_bound") if key in result}  # fmt: skip
+    if not group.is_main:
+        return result
     tmp = run_dir / (EVALUATION_FILE + ".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp, run_dir / EVALUATION_FILE)

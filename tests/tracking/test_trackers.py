@@ -65,7 +65,9 @@ def test_a_missing_extra_is_one_line_that_names_the_pip_command(tmp_path, capsys
     monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == module else real(m, *a))
     assert cli.main(["train", "--out", str(tmp_path / "run"), "--tracking", name, *TINY]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f'pyrovae: error: tracking = "{name}" needs {module}, an optional extra: pip install "pyrovae[{name}]"'
+    assert (
+        err == f'pyrovae: error: tracking = "{name}" needs {module}, an optional extra: pip install "pyrovae[{name}]"'
+    )
     assert not (tmp_path / "run").exists()
 
 

@@ -1,0 +1,104 @@
+"""Data-parallel training: 2 gloo processes (torchrun) against one process on the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pyro
+import pytest
+import torch
+
+from pyrovae import checkpoint, cli, distributed, estimators
+from pyrovae.config import from_dict
+from pyrovae.data import InMemoryData
+from pyrovae.training import build_vae, distributed_order, load_images
+
+SMALL = ["--hidden", "32", "--z-dim", "4", "--batch-size", "100", "--quiet"]
+
+
+def torchrun(*args, procs=2):
+    """``torchrun --nproc-per-node procs -m pyrovae ...`` on this machine's CPU (gloo)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs),
+           "-m", "pyrovae", *map(str, args)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(("name", "k"), [("elbo", 1), ("dreg", 3)])
+def test_the_first_step_equals_one_process_on_the_global_batch_with_the_same_noise(tmp_path, name, k):
+    run = tmp_path / "run"
+    flags = ["--estimator", name, "--num-particles", k, "--max-steps", 1, "--eval-num-samples", 0, *SMALL]
+    torchrun("train", "--out", run, *flags)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 1 and len(state["rng_ranks"]) == 2
+
+    # one process: the same model, the first global batch of epoch 1, each shard's points with the noise
+    # its rank drew, the loss of the global batch (scale N / B) and one Adam step
+    cfg = from_dict({"estimator": name, "num_particles": k, "hidden": [32], "z_dim": 4, "batch_size": 100})
+    torch.manual_seed(cfg.seed)
+    images = load_images(cfg)
+    vae = build_vae(cfg, images)
+    data = InMemoryData(images, vae.likelihood, cfg.binarization, "cpu", cfg.seed)
+    est = estimators.make(name, num_particles=k)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr, foreach=True)
+    batch = distributed_order(data.num_train, cfg.seed, 1, torch.device("cpu"))[: cfg.batch_size]
+    with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+        for rank, part in enumerate(torch.tensor_split(batch, 2)):
+            torch.manual_seed(distributed.rank_seed(cfg.seed, 1, rank))
+            x = data._take(data.train, part)
+            loss = est.differentiable_loss(vae.model, vae.guide, x, num_data=data.num_train)
+            (loss * (x.shape[0] / cfg.batch_size)).backward()
+    grads = {n: p.grad.clone() for n, p in vae.named_parameters()}
+    optimizer.step()
+
+    names = [n for n, _ in vae.named_parameters()]
+    moments = state["optimizer"]["state"]
+    for i, n in enumerate(names):  # Adam's first moment after one step is (1 - beta1) * gradient
+        g = moments[i]["exp_avg"] / (1 - cfg.adam_beta1)
+        assert torch.allclose(g, grads[n], rtol=1e-5, atol=1e-6 * grads[n].abs().max().item()), n
+    for n, p in vae.state_dict().items():
+        assert (state["model"][n] - p).abs().max().item() < 1e-6, n
+
+
+def test_a_few_epochs_on_two_processes_end_within_noise_of_one(tmp_path):
+    flags = ["--epochs", 3, "--eval-num-samples", 0, *SMALL]
+    torchrun("train", "--out", tmp_path / "two", *flags)
+    for seed in (0, 1):
+        assert cli.main(["train", "--out", str(tmp_path / f"one{seed}"), "--seed", str(seed), *map(str, flags)]) == 0
+    two, one0, one1 = (metrics(tmp_path / r)[-1]["test_bound"] for r in ("two", "one0", "one1"))
+    spread = abs(one0 - one1)  # what another seed changes
+    assert abs(two - one0) <= 3 * spread + 1.0, (two, one0, one1)
+    assert metrics(tmp_path / "two")[-1]["step"] == 3 * 45  # 4,500 points in global batches of 100
+
+
+def test_resume_with_another_number_of_processes_and_a_sharded_evaluation(tmp_path):
+    run = tmp_path / "run"
+    torchrun("train", "--out", run, "--epochs", 1, "--eval-num-samples", 0, *SMALL)
+    first = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    # one process continues the two-process run
+    assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "2", "--eval-num-samples", "0",
+                     "--quiet"]) == 0  # fmt: skip
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and "rng_ranks" not in state
+    assert any(not torch.equal(first[n], state["model"][n]) for n in first)
+    # and two processes continue that, then evaluate with the test points sharded over the ranks
+    torchrun("train", "--out", run, "--resume", "--epochs", "3", "--eval-num-samples", "200", "--quiet")
+    m = metrics(run)
+    assert [r["epoch"] for r in m] == [0, 1, 2, 3] and m[-1]["step"] == 3 * 45
+    assert m[-1]["test_bound"] > m[1]["test_bound"]
+    sharded = json.loads((run / "evaluation.json").read_text())
+    assert sharded["num_points"] == 500
+    # one process evaluates the same checkpoint: the same numbers up to Monte Carlo noise
+    assert cli.main(["evaluate", str(run), "--num-samples", "200"]) == 0
+    single = json.loads((run / "evaluation.json").read_text())
+    for key in ("log_likelihood", "elbo", "iwae_bound"):
+        assert abs(sharded[key] - single[key]) < 0.5, (key, sharded[key], single[key])
+    assert sharded["active_units"] == single["active_units"]
+    assert checkpoint.load(run / "checkpoint.pt")["epoch"] == 3
