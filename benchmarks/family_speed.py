@@ -2,7 +2,7 @@
 
 Two families of issue 11 (`benchmarks/reference_families.py` has the hand-written versions):
 - two stochastic layers (`latents = [100, 50]`, Burda et al.'s 784-100-100-[100]-50-50-[50], tanh):
-  several latent sites, so pyrovae traces the model and guide with Pyro;
+  several latent sites, which pyrovae's layered fast path computes without tracing;
 - an IAF guide (`guide = "iaf"`, 784-400-50 ReLU, two IAF steps with MADE nets of 200 units, the
   encoder's last hidden layer as context): one latent site, so pyrovae's fast path applies.
 Each round times pyrovae's training step (the trainer's own step, one foreach Adam) and the
