@@ -36,6 +36,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import reference  # noqa: E402
 import reference_ais  # noqa: E402
+from step_speed import _rss_kib  # noqa: E402
 
 
 def digits(n: int) -> torch.Tensor:
@@ -76,13 +77,6 @@ def bench_speed(args: argparse.Namespace) -> dict:
           f"{out['pyrovae_ms_per_step']:.1f} ms/step, reference {out['reference_ms_per_step']:.1f} ms/step, "
           f"ratio {out['ratio']:.2f}x ({out['ratio_min']:.2f}-{out['ratio_max']:.2f})", flush=True)  # fmt: skip
     return out
-
-
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1])
-    return 0
 
 
 def memory_child(chunk: int, points: int, steps: int, chains: int, leapfrogs: int) -> None:

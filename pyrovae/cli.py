@@ -302,15 +302,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _quiet_unless_rank_0() -> bool:
-    """Under torchrun only rank 0 speaks: the other ranks' output would repeat it line for line."""
+def _rank() -> str:
     import os
 
-    if os.environ.get("RANK", "0") == "0":
-        return False
-    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
-    sys.stderr = open(os.devnull, "w")  # noqa: SIM115
-    return True
+    return os.environ.get("RANK", "0")
+
+
+def _quiet_unless_rank_0() -> None:
+    """Under torchrun only rank 0 writes to stdout (the other ranks' lines would repeat it); every
+    rank's errors reach stderr, those of ranks other than 0 marked with their rank."""
+    if _rank() != "0":
+        import os
+
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -325,7 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pyrovae: {e}", file=sys.stderr)
         return 128 + e.signum
     except PyrovaeError as e:
-        print(f"pyrovae: error: {e}", file=sys.stderr)
+        where = "" if _rank() == "0" else f" (rank {_rank()})"
+        print(f"pyrovae: error{where}: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the file system said no (a full disk, a folder gone read-only) after the checks
         where = f": {e.filename}" if e.filename else ""

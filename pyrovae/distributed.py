@@ -33,9 +33,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * _SEED_MIX + epoch) % 2**63
 
 
-def rank_seed(seed: int, epoch: int, rank: int) -> int:
-    """The seed of rank ``rank``'s particles and binarizations in epoch ``epoch``."""
-    return (epoch_seed(seed, epoch) * 1009 + rank + 1) % 2**63
+def rank_seed(seed: int, epoch: int, rank: int, batches_done: int = 0) -> int:
+    """The seed of rank ``rank``'s particles and binarizations in epoch ``epoch`` (from its start;
+    ``batches_done`` > 0: for the rest of an epoch resumed with another number of processes)."""
+    return ((epoch_seed(seed, epoch) * 1009 + rank + 1) * 65537 + batches_done) % 2**63
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,12 @@ class Group:
             offset += g.numel()
         return flat[offset:]
 
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` is set on any rank (a collective: every rank must ask)."""
+        if not self.active:
+            return bool(flag)
+        return bool(self.sum(torch.tensor(float(flag), device=device)).item())
+
     def gather(self, t: Tensor) -> Tensor:
         """``t`` ``[n_r, ...]`` of every rank, concatenated in rank order (sizes may differ)."""
         if not self.active:
@@ -116,6 +123,23 @@ class Group:
 
 
 SINGLE = Group()  # one process, no collectives
+# Pyro's ELBOs whose loss is a sum over data points, so that shard gradients add up to the global one
+LINEAR_PYRO_ELBOS = ("Trace_ELBO", "TraceMeanField_ELBO", "TraceGraph_ELBO", "TraceEnum_ELBO", "JitTrace_ELBO",
+                     "JitTraceMeanField_ELBO", "JitTraceGraph_ELBO", "JitTraceEnum_ELBO")  # fmt: skip
+
+
+def check_estimator(estimator: Any) -> None:
+    """One line unless ``estimator``'s gradient on a global batch is the weighted sum of its
+    gradients on the shards: pyrovae's estimators (per-point bounds) and Pyro's sums over points;
+    not Pyro's Renyi or tail-adaptive ELBOs (a logsumexp over the whole batch)."""
+    from . import estimators
+
+    if isinstance(estimator, estimators.Estimator) or type(estimator).__name__ in LINEAR_PYRO_ELBOS:
+        return
+    raise ConfigError(
+        f"data-parallel training needs an estimator whose loss sums over data points; pyro.{type(estimator).__name__} "
+        f"does not (use pyrovae's own, e.g. renyi, or one of pyro.{', pyro.'.join(LINEAR_PYRO_ELBOS[:4])})"
+    )
 
 
 def from_env(device: torch.device) -> Group:

@@ -85,6 +85,8 @@ def mean_test_bound(
     else:
         batches = dataset.test_batches(batch_size) if part == "test" else dataset.valid_batches(batch_size)
     for x in batches:
+        if x.shape[0] == 0:  # a rank without a point of a small set
+            continue
         if isinstance(estimator, estimators.Estimator):
             total += estimator.bound(vae.model, vae.guide, x).sum()
         else:
@@ -378,6 +380,8 @@ def _train(
     dataset = data.InMemoryData(images, vae.likelihood, cfg.binarization, device, cfg.seed)
     estimator = estimators.make(cfg.estimator, num_particles=cfg.num_particles,
                                 **cfg.estimator_options)  # fmt: skip
+    if group.active:
+        distributed.check_estimator(estimator)
     # one multi-tensor Adam over every parameter: fused kernels on CUDA, foreach on the CPU
     fused = device.type == "cuda"
     optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
@@ -410,7 +414,7 @@ def _train(
         own_stream = group.active and isinstance(ranks, list) and len(ranks) == group.world
         checkpoint.set_rng_state(ranks[group.rank] if own_stream else state["rng"], ckpt_path)
         if partial is not None and group.active and not own_stream:  # another number of processes
-            torch.manual_seed(distributed.rank_seed(cfg.seed, epoch + 1, group.rank))
+            torch.manual_seed(distributed.rank_seed(cfg.seed, epoch + 1, group.rank, partial["batches"]))
             if notice is not None:
                 had = len(ranks) if isinstance(ranks, list) else 1
                 notice(f"resuming mid-epoch with {group.world} processes where the checkpoint had {had}: the rest "
@@ -465,6 +469,8 @@ def _train(
                 if partial is not None:  # the rest of an epoch a signal cut short
                     order, taken, seen = partial["order"], partial["batches"], partial["seen"]
                     total, objective, before = partial["total"], partial["objective"], partial["seconds"]
+                    if not main:  # the saved sums are every rank's: rank 0 carries them on
+                        total, objective = torch.zeros_like(total), torch.zeros_like(objective)
                     partial = None
                 else:
                     if group.active:  # one shuffle for every rank; each rank's own noise this epoch
@@ -496,7 +502,8 @@ def _train(
                     seen += global_b
                     bar.update()
                     if group.active:  # the ranks act together, on the flags of a logging step
-                        look = step % cfg.log_every == 0 or taken == steps_per_epoch
+                        # a CPU tensor is read for free; from a GPU, only at a logging step
+                        look = flags.device.type == "cpu" or step % cfg.log_every == 0 or taken == steps_per_epoch
                         stop_flags = flags.tolist() if look else [0.0, 0.0]
                         signum = (signals.signum or signal.SIGTERM) if stop_flags[0] else 0
                         out_of_time = stop_flags[1] > 0
@@ -568,10 +575,10 @@ def _train(
                     on_epoch(record)
                 if after_epoch is not None:
                     after_epoch(record, vae, estimator, dataset)
-                if signals.signum and not group.active:  # it came after the epoch's last step
-                    raise _interrupted(signals.signum, step, f"the end of epoch {epoch}", ckpt_path)
-            if signals.signum and not group.active:  # after the last epoch, or before the first step of a run
-                raise _interrupted(signals.signum, step, "before the evaluation", ckpt_path)
+                if group.any(signals.signum != 0, device):  # it came after the epoch's last step
+                    raise _interrupted(signals.signum or signal.SIGTERM, step, f"the end of epoch {epoch}", ckpt_path)
+            if group.any(signals.signum != 0, device):  # after the last epoch, or before the first step of a run
+                raise _interrupted(signals.signum or signal.SIGTERM, step, "before the evaluation", ckpt_path)
 
         evaluation = None
         group.barrier()  # rank 0's checkpoints are written

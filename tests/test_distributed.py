@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pyro
 import pytest
@@ -98,7 +100,47 @@ def test_resume_with_another_number_of_processes_and_a_sharded_evaluation(tmp_pa
     # one process evaluates the same checkpoint: the same numbers up to Monte Carlo noise
     assert cli.main(["evaluate", str(run), "--num-samples", "200"]) == 0
     single = json.loads((run / "evaluation.json").read_text())
-    for key in ("log_likelihood", "elbo", "iwae_bound"):
-        assert abs(sharded[key] - single[key]) < 0.5, (key, sharded[key], single[key])
+    # (the IWAE bound at the training K = 1 is one draw a point: its mean over 500 points moves by ~0.5)
+    for key, tol in (("log_likelihood", 0.5), ("elbo", 0.5), ("iwae_bound", 2.5)):
+        assert abs(sharded[key] - single[key]) < tol, (key, sharded[key], single[key])
     assert sharded["active_units"] == single["active_units"]
     assert checkpoint.load(run / "checkpoint.pt")["epoch"] == 3
+
+
+def test_a_run_interrupted_mid_epoch_resumes_with_the_numbers_of_one_never_stopped(tmp_path):
+    """SIGTERM to torchrun mid-epoch: every rank stops at the same step, rank 0 checkpoints every
+    rank's RNG and the epoch's sums, and the resumed epoch ends where an uninterrupted one does."""
+    flags = ["--epochs", 1, "--batch-size", 10, "--hidden", 32, "--z-dim", 4, "--eval-num-samples", 0, "--quiet"]
+    torchrun("train", "--out", tmp_path / "straight", *flags)
+    run = tmp_path / "cut"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "pyrovae",
+           "train", "--out", str(run), *map(str, flags)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text():  # the loop has begun
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert "partial" in state and 0 < state["partial"]["batches"] < 450, err[-2000:]
+    assert "interrupted by SIGTERM" in err
+    torchrun("train", "--out", run, "--resume", "--quiet")
+    straight, resumed = metrics(tmp_path / "straight")[-1], metrics(run)[-1]
+    assert resumed["step"] == straight["step"] == 450
+    assert resumed["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-6)
+    assert resumed["test_bound"] == pytest.approx(straight["test_bound"], rel=1e-6)
+
+
+def test_pyros_batch_level_elbos_are_refused_and_a_rank_may_score_no_point(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "pyrovae",
+           "train", "--out", str(tmp_path / "renyi"), "--estimator", "pyro.RenyiELBO", *SMALL]  # fmt: skip
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "pyrovae: error: data-parallel training needs an estimator whose loss sums over data points" in done.stderr
+    assert not (tmp_path / "renyi").exists()
+    # one validation point for two ranks: one of them scores nothing, and the run goes on
+    torchrun("train", "--out", tmp_path / "v", "--epochs", 1, "--validation", 1, "--eval-num-samples", 0, *SMALL)
+    assert metrics(tmp_path / "v")[-1]["valid_bound"] < 0

@@ -17,6 +17,7 @@ BUDGETS = {"epochs": "epochs", "steps": "max_steps", "seconds": "max_seconds"}
 BACKENDS = ("process", "ray")
 # how the grid runs, not what it compares: a comparison directory may resume under other values
 EXECUTION_KEYS = ("workers", "backend", "address", "cell_cpus", "cell_gpus")
+EXECUTION_BASE_KEYS = ("device", "compile", "log_every")
 UNLIMITED_EPOCHS = 1_000_000  # with a steps or seconds budget the budget ends training
 
 
@@ -208,8 +209,11 @@ class GridSpec:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def identity(self) -> dict[str, Any]:
-        """What makes two specifications the same comparison: every key but how it runs."""
-        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_KEYS}
+        """What makes two specifications the same comparison: every key but how it runs (the
+        backend and its resources, and the base config's device, compile mode and log interval)."""
+        out = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_KEYS}
+        out["base"] = {k: v for k, v in self.base.items() if k not in EXECUTION_BASE_KEYS}
+        return out
 
     def to_toml(self) -> str:
         """The exact specification, as TOML that ``GridSpec.load`` reads back."""

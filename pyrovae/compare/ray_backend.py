@@ -19,9 +19,12 @@ from .cell import run_cell
 
 
 def _cell_task(cell_dir: str, config: dict[str, Any], settings: dict[str, Any], threads: int) -> str:
+    import ray
     import torch
 
     torch.set_num_threads(threads)
+    if not ray.get_gpu_ids() and config.get("device") != "cpu":  # no GPU asked for: none used
+        config = {**config, "device": "cpu"}
     run_cell(cell_dir, config, settings)
     return settings["cell"]["id"]
 
@@ -44,15 +47,18 @@ def run_on_ray(
 ) -> None:
     """Run ``jobs`` (cell directory, config, settings) as Ray tasks and wait for all of them.
 
-    Without ``address`` a local Ray starts (and stops again at the end); with one (``auto``, or
-    ``host:port`` of a cluster's head) the driver joins that cluster. A failed cell raises its
-    error here; cells already finished keep their results, so the same command resumes.
+    Without ``address`` a fresh local Ray starts (and stops again at the end); with one (``auto``,
+    or ``host:port`` of a cluster's head) the driver joins that cluster; a Ray this process has
+    initialized already is used as it is. A cell that asks for no GPU runs on the CPU. A failed
+    cell raises its error here, after the cells still pending are cancelled; cells already
+    finished keep their results, so the same command resumes.
     """
     ray = import_ray()
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address or None, include_dashboard=False, logging_level=logging.WARNING,
+        ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=False)  # fmt: skip
+    pending: list[Any] = []
     try:
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_cell_task)
         pending = [task.remote(*job, max(1, int(cpus))) for job in jobs]
@@ -62,5 +68,7 @@ def run_on_ray(
             if on_done is not None:
                 on_done(cell_id)
     finally:
+        for ref in pending:  # a cell failed (or the driver was interrupted): no writer left behind
+            ray.cancel(ref, force=True)
         if started:
             ray.shutdown()

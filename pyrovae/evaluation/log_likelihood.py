@@ -15,7 +15,7 @@ from ..estimators.draw import draw
 from ..estimators.traced import SubsamplePin, guess_max_plate_nesting
 
 METHODS = ("is", "ais")
-AIS_OPTIONS = ("num_steps", "num_chains", "hmc_steps", "step_size", "target_accept", "schedule", "init",
+AIS_OPTIONS = ("num_steps", "num_chains", "hmc_steps", "step_size", "target_accept", "schedule", "init", "adapt",
                "points_per_chunk", "progress")  # fmt: skip
 
 

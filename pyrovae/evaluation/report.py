@@ -58,6 +58,8 @@ def evaluate_loaded(
     iwae_k = getattr(est, "num_draws", cfg.num_particles)  # M * K for miwae and piwae
     vae.eval()
     with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+        if dataset.num_test < group.world:  # too few points to give every rank one: each scores all
+            group = SINGLE
         mine = dataset.test[group.shard(torch.arange(dataset.num_test, device=dataset.device))]
         result = evaluate_model(
             vae.model, vae.guide, mine.split(cfg.eval_batch_size),

@@ -105,6 +105,14 @@ def test_ais_points_add_an_ais_column_and_is_minus_ais_on_the_same_points(tmp_pa
         compare(spec, tmp_path)
 
 
+def test_how_a_grid_runs_is_not_what_it_compares():
+    spec = {**TINY, "estimators": ["elbo"], "seeds": [0]}
+    moved = {**spec, "workers": 3, "base": {**TINY["base"], "device": "cpu", "compile": "default", "log_every": 7}}
+    assert GridSpec.from_dict(moved).identity() == GridSpec.from_dict(spec).identity()
+    other = {**spec, "base": {**TINY["base"], "z_dim": 5}}
+    assert GridSpec.from_dict(other).identity() != GridSpec.from_dict(spec).identity()
+
+
 def test_cells_run_in_several_processes(tmp_path):
     spec = GridSpec.from_dict({**TINY, "estimators": ["elbo", "stl"], "seeds": [0], "workers": 2})
     compare(spec, tmp_path)
