@@ -65,8 +65,8 @@ def main(argv: list[str]) -> str:
         "Test log p(x) (IS, K = 5000, over the test digits) per estimator and family, mean ± sd over seeds; "
         f"in brackets the difference from the {base} VAE trained with the same estimator and seeds "
         "(mean ± standard error over seeds; positive: better); AU: active units of each seed's model (seed 0 / "
-        "seed 1; of 50 units with one layer, 150 with two), all layers together, from E_q[z | x] (exact or Rao-Blackwellized per layer; 1,000 draws for a flow); s/epoch: "
-        "training time.",
+        "seed 1; of 50 units with one layer, 150 with two), all layers together, from E_q[z | x] (exact or "
+        "Rao-Blackwellized per layer; 1,000 draws for a flow); s/epoch: training time.",
         "",
         "| estimator | " + " | ".join(families) + " |",
         "|---|" + "---|" * len(families),
