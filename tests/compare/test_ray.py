@@ -12,6 +12,7 @@ import torch
 
 from pyrovae import ConfigError, cli
 from pyrovae.compare import GridSpec, compare
+from pyrovae.compare.grid import EXECUTION_BASE_KEYS
 
 ray = pytest.importorskip("ray")
 
@@ -23,9 +24,10 @@ TIMES = {"seconds", "train_seconds", "seconds_per_epoch", "diagnostics_seconds",
 
 
 def _without_times(value):
-    """A cell's result without wall-clock times, which differ from run to run."""
+    """A cell's result without wall-clock times, which differ from run to run, and without where it ran (a
+    GPU-less Ray cell records device "cpu", the process backend the grid's "auto")."""
     if isinstance(value, dict):
-        return {k: _without_times(v) for k, v in value.items() if k not in TIMES}
+        return {k: _without_times(v) for k, v in value.items() if k not in TIMES and k not in EXECUTION_BASE_KEYS}
     if isinstance(value, list):
         return [_without_times(v) for v in value]
     return value
@@ -74,6 +76,7 @@ def test_a_killed_ray_grid_resumes_each_cell_done_once_and_equals_the_process_ba
     for cell in CELLS:
         a, b = (json.loads((d / "cells" / cell / "result.json").read_text()) for d in (out, proc_out))
         assert _without_times(a) == _without_times(b), cell
+        assert (a["config"]["device"], b["config"]["device"]) == ("cpu", "auto")  # no GPU asked of Ray: none used
     rows = [(d / "results.csv").read_text().splitlines() for d in (out, proc_out)]
     assert len(rows[0]) == len(rows[1]) == 3
 
