@@ -65,5 +65,5 @@ def importance_diagnostics(
     model/guide pair whose data points sit in a plate at dim -1."""
     with torch.no_grad():
         lw = draw(model, guide, args, kwargs, num_particles=num_samples,
-                  max_plate_nesting=max_plate_nesting).log_w()  # fmt: skip
+                  max_plate_nesting=max_plate_nesting, one_scale="importance_diagnostics").log_w()  # fmt: skip
     return {"khat": pareto_khat(lw), "ess": importance_ess(lw).cpu().numpy()}

@@ -23,5 +23,9 @@ class AnalyticELBO(Estimator):
     References: Kingma & Welling 2014, "Auto-Encoding Variational Bayes" (eq. 10).
     """
 
+    @property
+    def carries_site_scales(self) -> bool:
+        return True
+
     def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         return (w.log_lik - kl_weight * w.kl()).mean(0)

@@ -128,6 +128,7 @@ class Estimator(ELBO):
             max_plate_nesting=None if fast else self.plate_nesting(model, guide, args, kwargs),
             detach_latents=self.detach_latents,
             grad_scale_latents=for_gradient and self.needs_grad_scale,
+            one_scale=None if self.carries_site_scales else f"estimator {self.name!r}",
         )  # fmt: skip
         if for_gradient and not self.supports_score_function:
             w.require_reparam(self.name)
@@ -162,6 +163,13 @@ class Estimator(ELBO):
     def reports_bound(self) -> bool:
         """Whether the value reported is a lower bound on log p(x) (Renyi with alpha < 0 is not)."""
         return True
+
+    @property
+    def carries_site_scales(self) -> bool:
+        """Whether the bound is linear in the log weights (an ELBO), so that sites scaled differently
+        (a ``poutine.scale`` around part of the model) each carry their own scale, as in Pyro's
+        ``Trace_ELBO``. An importance-weighted bound is not defined then: the others refuse."""
+        return False
 
     @property
     def num_draws(self) -> int:
@@ -209,7 +217,8 @@ class Estimator(ELBO):
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward(retain_graph=self.retain_graph)
+        if loss.requires_grad:  # as Pyro's: a loss with no path to a parameter is only reported
+            loss.backward(retain_graph=self.retain_graph)
         value = loss.item()
         warn_if_nan(value, "loss")
         return value

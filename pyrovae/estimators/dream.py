@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
@@ -72,6 +73,21 @@ def dream(model: Callable, args: tuple, kwargs: dict, pin: SubsamplePin, user: s
             "plate"
         )
     return Dream((fake, *args[1:]), x_dream, latents, scale)
+
+
+class ReplayValues(Messenger):
+    """Unobserved sites at the values in ``trace``, like ``poutine.replay`` but keeping each site's
+    own ``infer`` (an effect-based guide, AutoNormalMessenger, keeps the site's prior there):
+    ``ReplayValues(trace)(fn)``."""
+
+    def __init__(self, trace: Trace) -> None:
+        super().__init__()
+        self.values = {name: site["value"] for name, site in trace.nodes.items()}
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if msg["name"] in self.values and not msg["is_observed"]:
+            msg["value"] = self.values[msg["name"]]
+            msg["done"] = True
 
 
 def _dreamt_input(x: Tensor, x_dream: Tensor, trace: Trace) -> Tensor | None:

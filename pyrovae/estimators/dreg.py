@@ -28,6 +28,10 @@ class DReG(Estimator):
 
     needs_grad_scale = True
 
+    @property
+    def carries_site_scales(self) -> bool:
+        return self.num_particles == 1  # IWAE(1) is the ELBO, DReG(1) its path derivative
+
     def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         return logmeanexp(w.log_w(kl_weight), 0)
 

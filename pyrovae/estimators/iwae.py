@@ -22,6 +22,10 @@ class IWAE(Estimator):
 
     supports_score_function = True
 
+    @property
+    def carries_site_scales(self) -> bool:
+        return self.num_particles == 1  # IWAE(1) is the ELBO
+
     def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         return logmeanexp(w.log_w(kl_weight), dim=0)
 

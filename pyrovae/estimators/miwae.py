@@ -42,5 +42,9 @@ class MIWAE(GroupedParticles):
     References: Rainforth et al. 2018, "Tighter Variational Bounds are Not Necessarily Better".
     """
 
+    @property
+    def carries_site_scales(self) -> bool:
+        return self.num_particles == 1  # MIWAE(M, 1) is the ELBO with M particles
+
     def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         return logmeanexp(grouped(w.log_w(kl_weight), self.num_groups), 1).mean(0)

@@ -33,6 +33,10 @@ class RenyiBound(Estimator):
         self.alpha = float(alpha)
 
     @property
+    def carries_site_scales(self) -> bool:
+        return self.alpha == 1.0 or self.num_particles == 1  # the ELBO
+
+    @property
     def reports_bound(self) -> bool:
         return self.alpha >= 0
 

@@ -11,7 +11,8 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .base import Estimator, path_surrogate, register, scaled_sum
-from .dream import dream
+from .dream import ReplayValues, dream
+from .structure import counted_guide_sites, require_density
 from .traced import SubsamplePin, TracedLogWeights, site_log_prob
 from .weights import LogWeights, logmeanexp
 
@@ -89,13 +90,17 @@ class ReweightedWakeSleep(Estimator):
         The dream covers the wake phase's data points (``pin``), one dreamt point for each, and
         the guide sees the dreamt x in place of the data (:func:`~pyrovae.estimators.dream.dream`:
         as the model's first argument, or written at the plate's indices; a model that transforms
-        its data is refused with one line rather than hand the guide a scrambled x).
+        its data is refused with one line rather than hand the guide a scrambled x). The guide is
+        run at the dreamt latents; one whose log q cannot be evaluated there (auxiliary sites, a
+        point mass) is refused with one line.
         """
         nesting = self.plate_nesting(model, guide, args, kwargs)
         d = dream(model, args, kwargs, pin, "rws's sleep_phi")
         with pin:
-            replayed = poutine.trace(poutine.replay(guide, trace=d.latents)).get_trace(*d.args, **kwargs)
+            replayed = poutine.trace(ReplayValues(d.latents)(guide)).get_trace(*d.args, **kwargs)
+        q_sites = counted_guide_sites(replayed, guide)
+        require_density(q_sites, "rws's sleep_phi", "use wake_phi alone (sleep_phi=false)")
         log_q = 0.0
-        for name in d.latents.nodes:
+        for name in d.latents:
             log_q = log_q + site_log_prob(replayed.nodes[name], nesting)
         return torch.as_tensor(log_q).reshape(-1), d.scale

@@ -30,6 +30,10 @@ class StickingTheLanding(Estimator):
         super().__init__(num_particles=num_particles, **kwargs)
         self.iwae = bool(iwae)
 
+    @property
+    def carries_site_scales(self) -> bool:
+        return not self.iwae  # IWAE's log-mean-exp would mix the scales
+
     def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         lw = w.log_w(kl_weight)
         return logmeanexp(lw, 0) if self.iwae else lw.mean(0)

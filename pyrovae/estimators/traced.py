@@ -1,10 +1,12 @@
 """Log weights of any Pyro model and guide, by tracing them in a vectorized particle plate.
 
 The guide runs once inside a plate of K particles; the model is replayed on the guide's latents.
-Every later pass of the same draw (the model at stopped latents, the guide at stopped values for
-a path derivative, the next chunk of a log-likelihood estimate) runs under the draw's
-:class:`SubsamplePin`, so a plate that draws its own mini-batch (``pyro.plate("data", N,
-subsample_size=B)``) sees the indices of the first pass in every pass.
+What the traces must look like (one data plate, scales, matching sites) is checked by
+:func:`~pyrovae.estimators.structure.read_structure`. Every later pass of the same draw (the
+model at stopped latents, the guide at stopped values for a path derivative, the next chunk of a
+log-likelihood estimate) runs under the draw's :class:`SubsamplePin`, so a plate that draws its
+own mini-batch (``pyro.plate("data", N, subsample_size=B)``) sees the indices of the first pass in
+every pass.
 """
 
 from __future__ import annotations
@@ -23,9 +25,16 @@ from torch import Tensor
 from torch.distributions import kl_divergence
 
 from ..errors import ModelStructureError
+from .structure import (
+    PARTICLE_PLATE,
+    Scale,
+    check_shapes,
+    counted_guide_sites,
+    counted_model_sites,
+    is_latent,
+    read_structure,
+)
 from .weights import LogWeights, hooked_view
-
-PARTICLE_PLATE = "num_particles_vectorized"
 
 
 def particle_plate(num_particles: int, max_plate_nesting: int) -> pyro.plate:
@@ -85,85 +94,87 @@ def guess_max_plate_nesting(model: Callable, guide: Callable, args: tuple, kwarg
     return -min(dims) if dims else 0
 
 
-def site_log_prob(site: dict, nesting: int) -> Tensor:
-    """Unscaled, masked log prob of a site, summed over inner plates: ``[K, B]`` (or size 1)."""
-    lp = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+def site_log_prob(site: dict, nesting: int, scale: Scale | None = None) -> Tensor:
+    """Masked log prob of a site, times ``scale`` (a per-site scale relative to the shared one;
+    None: unscaled), summed over inner plates: ``[K, B]`` (or size 1)."""
+    lp = element_log_prob(site, nesting, scale)  # [K, *inner, B]
+    return lp.sum(dim=tuple(range(1, nesting))) if nesting > 1 else lp
+
+
+def element_log_prob(site: dict, nesting: int, scale: Scale | None = None) -> Tensor:
+    """:func:`site_log_prob` before the sum over inner plates: ``[K, *inner, B]`` (sizes 1 where
+    the site does not extend)."""
+    try:
+        lp = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+    except (ValueError, RuntimeError) as e:
+        if isinstance(e, torch.OutOfMemoryError):
+            raise
+        lines = str(e).strip().splitlines()
+        raise ModelStructureError(f"site {site['name']!r}: its log_prob failed: {lines[0] if lines else e!r}") from e
     if site["mask"] is not None:
         lp = scale_and_mask(lp, mask=site["mask"])
+    if scale is not None:
+        lp = lp * scale
     if lp.dim() > nesting + 1:
         raise ModelStructureError(
             f"site {site['name']!r} has batch shape {tuple(lp.shape)}, wider than its plates; "
             "declare event dims with .to_event(...)"
         )
-    lp = lp.reshape((1,) * (nesting + 1 - lp.dim()) + lp.shape)  # [K, *inner, B]
-    if nesting > 1:
-        lp = lp.sum(dim=tuple(range(1, nesting)))
-    return lp
+    check_plate_dims(site, lp.shape, nesting)
+    return lp.reshape((1,) * (nesting + 1 - lp.dim()) + lp.shape)  # [K, *inner, B]
 
 
-def _check_plates(site: dict, role: str) -> None:
-    """The data plate at dim -1 encloses the site; no plate inside it is subsampled (the per-point
-    log weight sums every inner element unscaled, which a subsampled inner plate would not be)."""
-    if not any(f.dim == -1 for f in site["cond_indep_stack"]):
-        raise ModelStructureError(
-            f"{role} site {site['name']!r} is not inside a plate at dim=-1: pyrovae's "
-            "estimators need the data points in a pyro.plate(..., dim=-1) that encloses "
-            "every sample site"
-        )
-    for f in site["cond_indep_stack"]:
-        if f.dim not in (-1, None) and f.name != PARTICLE_PLATE and f.full_size not in (None, f.size):
+def check_plate_dims(site: dict, shape: torch.Size, nesting: int) -> None:
+    """Each batch dim of a site's log prob, right of the particles, is 1 or the size of the plate
+    at that dim around the site. A value that lost a plate dim (``y.sum(-2)`` where
+    ``y.sum(-2, keepdim=True)`` is meant) lines the particles up with a plate's dim: Pyro computes
+    something then, silently; here it is refused."""
+    sizes = {f.dim: f.size for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE}
+    for dim in range(-min(len(shape), nesting), 0):
+        size, plate = shape[dim], sizes.get(dim)
+        if size != 1 and plate not in (size, -1):
+            where = "the site is in no plate" if plate is None else f"its plate there has {plate}"
             raise ModelStructureError(
-                f"plate {f.name!r} (dim {f.dim}) around {role} site {site['name']!r} is subsampled "
-                f"({f.size} of {f.full_size}): only the data plate at dim=-1 may be subsampled"
+                f"site {site['name']!r} has batch shape {tuple(shape)}: size {size} at dim {dim}, where {where}; "
+                "a value that lost a plate's dim (x.sum(-2) for x.sum(-2, keepdim=True)) puts the particles' "
+                "dim there: keep plate dims with keepdim=True"
             )
 
 
-def _check_scale(site: dict, scale: Any) -> Any:
-    s = site["scale"]
-    if scale is None:
-        return s
-    if not isinstance(s, Tensor) and not isinstance(scale, Tensor) and s != scale:
-        raise ModelStructureError(
-            f"site {site['name']!r} has scale {s} where other sites have {scale}: the "
-            "mini-batch scale must be one factor for the whole data plate (a poutine.scale "
-            "around part of the model is not supported; use the estimator's kl_weight)"
-        )
-    return scale
-
-
-def _latent_sites(guide_trace: Trace) -> dict[str, dict]:
-    latents = {}
-    for name, site in guide_trace.nodes.items():
-        if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
-            continue
-        if site["infer"].get("enumerate"):
-            raise ModelStructureError(
-                f"guide site {name!r} is enumerated; pyrovae's estimators need sampled latents "
-                "(use pyro.infer.TraceEnum_ELBO for enumeration)"
-            )
-        _check_plates(site, "guide")
-        latents[name] = site
-    return latents
-
-
-def _values(latents: dict[str, dict], detach: bool, grad_scale: dict | None, nesting: int) -> Trace:
-    """A trace for ``poutine.replay`` holding the latent values a pass sees."""
+def _values(sites: dict[str, dict], detach: bool, grad_scale: dict | None, nesting: int) -> Trace:
+    """A trace for ``poutine.replay`` holding the values a pass sees."""
     trace = Trace()
-    for name, site in latents.items():
+    for name, site in sites.items():
         value = site["value"].detach() if detach else site["value"]
         value = hooked_view(value, grad_scale, site["fn"].event_dim, nesting)
         trace.add_node(name, type="sample", is_observed=False, value=value, infer=site["infer"])
     return trace
 
 
-def _batch_size(*traces: Trace) -> int:
-    for trace in traces:
-        for site in trace.nodes.values():
-            if site["type"] == "sample" and not site_is_subsample(site):
-                for f in site["cond_indep_stack"]:
-                    if f.dim == -1:
-                        return int(f.size)
-    raise ModelStructureError("no sample site inside a plate at dim=-1")
+def match_latents(model_sites: dict[str, dict], latents: dict[str, dict], nesting: int) -> None:
+    """Every unobserved model site is a guide latent and vice versa, with the same shape."""
+    for name, site in model_sites.items():
+        if site["is_observed"]:
+            if name in latents:
+                raise ModelStructureError(f"site {name!r} is sampled by the guide but observed in the model")
+        elif name not in latents and site["infer"].get("enumerate"):
+            raise ModelStructureError(
+                f"model site {name!r} is enumerated; pyrovae's estimators need every latent sampled by the guide "
+                "(use pyro.infer.TraceEnum_ELBO for enumeration)"
+            )
+        elif name not in latents:
+            raise ModelStructureError(
+                f"the model samples {name!r} but the guide does not: every latent site of "
+                "the model needs a guide site of the same name"
+            )
+        else:
+            check_shapes(site, latents[name], nesting)
+    missing = sorted(set(latents) - {n for n, s in model_sites.items() if not s["is_observed"]})
+    if missing:
+        raise ModelStructureError(
+            f"the guide samples {', '.join(map(repr, missing))} which the model does not: every guide latent "
+            "needs a model site of the same name (mark an auxiliary guide site infer={'is_auxiliary': True})"
+        )
 
 
 class TracedLogWeights(LogWeights):
@@ -192,81 +203,65 @@ class TracedLogWeights(LogWeights):
         grad_scale_latents: bool = False,
         pin: SubsamplePin | None = None,
     ) -> None:
-        nesting = max_plate_nesting
-        if nesting < 1:
+        if max_plate_nesting < 1:
             raise ModelStructureError(
-                "the model has no plate: pyrovae's estimators need the data points in a "
+                "the model has no sample site inside a plate: pyrovae's estimators need the data points in a "
                 "pyro.plate(..., dim=-1) that encloses every sample site"
             )
         self.model, self.guide, self.args, self.kwargs = model, guide, args, kwargs
-        self.nesting, self.detached = nesting, detach_latents
+        self.nesting, self.detached = max_plate_nesting, detach_latents
         self.pin = pin if pin is not None else SubsamplePin()
-        self.plate = particle_plate(num_particles, nesting)
+        self.plate = particle_plate(num_particles, max_plate_nesting)
         with self.pin:
-            guide_trace = poutine.trace(self.plate(guide)).get_trace(*args, **kwargs)
-        latents = _latent_sites(guide_trace)
+            self.guide_trace = poutine.trace(self.plate(guide)).get_trace(*args, **kwargs)
+        self._q_sites = counted_guide_sites(self.guide_trace, guide)  # latents, auxiliary sites, factors
+        self._latents = {name: site for name, site in self._q_sites.items() if is_latent(site)}
         grad_scale: dict[str, Any] | None = {} if grad_scale_latents else None
-        replay = _values(latents, detach_latents, grad_scale, nesting) if detach_latents or grad_scale_latents \
-            else guide_trace  # fmt: skip
-        model_trace = self._run_model(replay)
-        self.guide_trace, self.model_trace, self._sites = guide_trace, model_trace, latents
-
-        scale: Any = None
-        zero = self._like(latents, model_trace).new_zeros(())
-        log_lik: Tensor = zero
-        log_prior: Tensor = zero
-        self.site_log_p: dict[str, Tensor] = {}
-        for name, site in model_trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            _check_plates(site, "model")
-            scale = _check_scale(site, scale)
-            if site["is_observed"]:
-                if name in latents:
-                    raise ModelStructureError(f"site {name!r} is sampled by the guide but observed in the model")
-                log_lik = log_lik + site_log_prob(site, nesting)
-            else:
-                if name not in latents:
-                    raise ModelStructureError(
-                        f"the model samples {name!r} but the guide does not: every latent site of "
-                        "the model needs a guide site of the same name"
-                    )
-                self.site_log_p[name] = site_log_prob(site, nesting)
-                log_prior = log_prior + self.site_log_p[name]
-        missing = set(latents) - set(self.site_log_p)
-        if missing:
-            raise ModelStructureError(
-                f"the guide samples {', '.join(map(repr, sorted(missing)))} which the model does "
-                "not: every guide latent needs a model site of the same name"
-            )
-
-        log_q: Tensor = zero
-        log_q_score: Tensor | None = None
-        self.site_log_q: dict[str, Tensor] = {}
+        replay = _values(self._latents, detach_latents, grad_scale, self.nesting) \
+            if detach_latents or grad_scale_latents else self.guide_trace  # fmt: skip
+        self.model_trace = self._run_model(replay)
+        self._model_sites = model_sites = counted_model_sites(self.model_trace)
+        self.structure = read_structure(model_sites, self._q_sites)
+        match_latents(model_sites, self._latents, self.nesting)
+        log_lik, self.site_log_p = self._model_terms(model_sites)
         # with the latents detached, each site's density must see its parents detached too
-        q_sites = self._stopped_sites() if detach_latents else latents
-        for name, site in latents.items():
-            scale = _check_scale(site, scale)
-            self.site_log_q[name] = site_log_prob(q_sites[name], nesting)
-            log_q = log_q + self.site_log_q[name]
-            if not site["fn"].has_rsample and not detach_latents:
-                log_q_score = self.site_log_q[name] + (0 if log_q_score is None else log_q_score)
-
-        shape = (num_particles, _batch_size(model_trace, guide_trace))
-        log_lik, log_prior, log_q = (t.expand(shape) for t in (log_lik, log_prior, log_q))
+        q_sites = self._stopped_sites() if detach_latents else self._q_sites
+        self.site_log_q = {name: self._log_prob("guide", site) for name, site in q_sites.items()}
+        unreparam = [] if detach_latents else self.non_reparameterized()
+        score = [site_log_prob(q_sites[n], self.nesting) for n in unreparam]  # unscaled: the score
+        terms = [log_lik, *self.site_log_p.values(), *self.site_log_q.values()]
+        shape = (num_particles, self._batch(terms))
+        zero = terms[0].new_zeros(())
+        log_prior, log_q = sum(self.site_log_p.values(), zero), sum(self.site_log_q.values(), zero)
         super().__init__(
-            log_lik, log_prior, log_q, 1.0 if scale is None else scale,
-            latents={name: site["value"] for name, site in latents.items()},
-            log_q_score=None if log_q_score is None else log_q_score.expand(shape),
-            grad_scale=grad_scale,
+            log_lik.expand(shape), log_prior.expand(shape), log_q.expand(shape), self.structure.scale,
+            latents={name: site["value"] for name, site in self._latents.items()},
+            log_q_score=sum(score, zero).expand(shape) if score else None,
+            log_q_unreparam=sum((self.site_log_q[n] for n in unreparam), zero).expand(shape) if score else None,
+            grad_scale=grad_scale, uneven_scales=self.structure.uneven,
         )  # fmt: skip
 
-    @staticmethod
-    def _like(latents: dict[str, dict], model_trace: Trace) -> Tensor:
-        first = next(iter(latents.values()), None)
-        if first is not None:
-            return first["value"]
-        return next(s["value"] for s in model_trace.nodes.values() if s["type"] == "sample")
+    def _batch(self, terms: list[Tensor]) -> int:
+        """The data plate's size, or for a plate without one, the widest term's last dim."""
+        return self.structure.batch if self.structure.batch >= 0 else max(t.shape[-1] for t in terms)
+
+    def _log_prob(self, role: str, site: dict) -> Tensor:
+        scales = self.structure.site_scales
+        return site_log_prob(site, self.nesting, None if scales is None else scales[(role, site["name"])])
+
+    def _model_terms(self, model_sites: dict[str, dict]) -> tuple[Tensor, dict[str, Tensor]]:
+        """log p(x | z) (every observed site, factors included) and each latent site's log p."""
+        log_lik: Tensor | None = None
+        site_log_p = {}
+        for name, site in model_sites.items():
+            lp = self._log_prob("model", site)
+            if site["is_observed"]:
+                log_lik = lp if log_lik is None else log_lik + lp
+            else:
+                site_log_p[name] = lp
+        if log_lik is None:  # a model that observes nothing
+            log_lik = next(iter(site_log_p.values())).new_zeros(())
+        return log_lik, site_log_p
 
     def _run_model(self, replay: Trace) -> Trace:
         with self.pin:
@@ -277,10 +272,11 @@ class TracedLogWeights(LogWeights):
     def log_q_stop(self) -> Tensor:
         """log q_stop(z) = log q(z) - log q(stop z) + stop(log q(stop z)).
 
-        log q(stop z), evaluated with every latent detached, carries exactly the direct gradient
-        d log q / dphi at fixed z; subtracting it leaves the path terms. With one latent site its
-        distribution does not depend on z and is reused; with several, the guide is replayed at
-        the detached values (on the same data points) so that later sites see stopped parents.
+        log q(stop z), evaluated with every sampled value detached, carries exactly the direct
+        gradient d log q / dphi at fixed z; subtracting it leaves the path terms. With one site
+        in log q its distribution does not depend on the sample and is reused; with several, the
+        guide is replayed at the detached values (on the same data points) so that later sites
+        see stopped parents.
         """
         bad = self.non_reparameterized()
         if bad:
@@ -290,42 +286,41 @@ class TracedLogWeights(LogWeights):
             )
         direct = torch.zeros_like(self.log_q)
         for site in self._stopped_sites().values():
-            direct = direct + site_log_prob(site, self.nesting)
+            direct = direct + self._log_prob("guide", site)
         return self.log_q - direct + direct.detach()
 
     def _stopped_sites(self) -> dict[str, dict]:
-        """The guide's latent sites at the detached values, each distribution built from detached
-        parents: one site's distribution does not depend on the latents and is reused; with
+        """The guide's log-q sites at the detached values, each distribution built from detached
+        parents: one site's distribution does not depend on the sample and is reused; with
         several, the guide is replayed at the detached values (on the same data points)."""
-        if len(self._sites) == 1:
-            return {name: {**site, "value": site["value"].detach()} for name, site in self._sites.items()}
+        if len(self._q_sites) == 1:
+            return {name: {**site, "value": site["value"].detach()} for name, site in self._q_sites.items()}
+        sampled = {name: site for name, site in self._q_sites.items() if not site["is_observed"]}
         with self.pin:
             replayed = poutine.trace(poutine.replay(self.plate(self.guide), trace=_values(
-                self._sites, True, None, self.nesting))).get_trace(*self.args, **self.kwargs)  # fmt: skip
-        return {name: replayed.nodes[name] for name in self._sites}
+                sampled, True, None, self.nesting))).get_trace(*self.args, **self.kwargs)  # fmt: skip
+        return {name: replayed.nodes[name] for name in self._q_sites}
 
     def model_at_detached(self) -> tuple[Tensor, Tensor]:
-        trace = self._run_model(_values(self._sites, True, None, self.nesting))
-        lik, prior = torch.zeros_like(self.log_q), torch.zeros_like(self.log_q)
-        for site in trace.nodes.values():
-            if site["type"] == "sample" and not site_is_subsample(site):
-                if site["is_observed"]:
-                    lik = lik + site_log_prob(site, self.nesting)
-                else:
-                    prior = prior + site_log_prob(site, self.nesting)
-        return lik, prior
+        trace = self._run_model(_values(self._latents, True, None, self.nesting))
+        log_lik, site_log_p = self._model_terms(counted_model_sites(trace))
+        log_prior = sum(site_log_p.values(), torch.zeros_like(self.log_q))
+        return log_lik.expand_as(self.log_q), log_prior.expand_as(self.log_q)
 
     def kl(self) -> Tensor:
-        """Per site: the closed form at the sampled values of the earlier sites where the guide
-        samples every latent the model drew before this site first (then those values are given
-        when the site is drawn, and the closed form is the conditional expectation of the Monte
-        Carlo term); the Monte Carlo term log q - log p elsewhere, e.g. for a bottom-up guide whose
-        site's prior depends on a latent the guide samples later, where the closed form at that
-        later sample would be biased."""
+        """Per latent site: the closed form at the sampled values of the earlier sites where the
+        guide samples every latent the model drew before this site first (then those values are
+        given when the site is drawn, and the closed form is the conditional expectation of the
+        Monte Carlo term); the Monte Carlo term log q - log p elsewhere, e.g. for a bottom-up guide
+        whose site's prior depends on a latent the guide samples later, where the closed form at
+        that later sample would be biased. Auxiliary sites and guide factors add their log q."""
         total = torch.zeros_like(self.log_q)
-        guide_order = list(self.site_log_q)
+        guide_order = list(self._latents)
         model_order = [name for name in self.model_trace.nodes if name in self.site_log_p]
         for name, lq in self.site_log_q.items():
+            if name not in self._latents:
+                total = total + lq
+                continue
             g, m = self.guide_trace.nodes[name], self.model_trace.nodes[name]
             given = set(guide_order[: guide_order.index(name)])
             try:
@@ -335,12 +330,50 @@ class TracedLogWeights(LogWeights):
             except NotImplementedError:
                 total = total + lq - self.site_log_p[name]
                 continue
-            site = {**g, "fn": _Constant(kl), "value": None, "args": (), "kwargs": {}}
-            total = total + site_log_prob(site, self.nesting)
+            total = total + self._log_prob("guide", {**g, "fn": _Constant(kl), "value": None, "args": (), "kwargs": {}})
         return total
 
+    def score_term(self, kl_weight: float | Tensor = 1.0) -> Tensor:
+        """As Pyro's ``Trace_ELBO``: each site's learning signal is the log weight restricted to the
+        terms in the site's own plates; the terms of other elements of a plate inside the data
+        plate cannot depend on it (a lower-variance signal with the same expectation)."""
+        sites = [self._q_sites[name] for name in self.non_reparameterized()]
+        if all(len(_plate_dims(site)) == 1 for site in sites):  # only the data plate: the whole log weight
+            return super().score_term(kl_weight)
+        terms = [(self._element_log_prob("model", s), 1.0 if s["is_observed"] else kl_weight)
+                 for s in self._model_sites.values()]  # fmt: skip
+        terms += [(self._element_log_prob("guide", s), -kl_weight) for s in self._q_sites.values()]
+        total = torch.zeros_like(self.log_q)
+        inner = tuple(range(1, self.nesting))
+        for site in sites:
+            keep = _plate_dims(site)
+            signal = sum(_sum_outside(lp, keep, self.nesting) * weight for lp, weight in terms)  # [K, *inner, B]
+            score = element_log_prob(site, self.nesting)  # unscaled: the score of what was drawn
+            term = signal.detach() * score  # type: ignore[union-attr]
+            total = total + (term.sum(dim=inner) if inner else term)
+        return total
+
+    def _element_log_prob(self, role: str, site: dict) -> Tensor:
+        scales = self.structure.site_scales
+        return element_log_prob(site, self.nesting, None if scales is None else scales[(role, site["name"])])
+
     def non_reparameterized(self) -> list[str]:
-        return [name for name, site in self._sites.items() if not site["fn"].has_rsample]
+        return [name for name, site in self._q_sites.items() if not site["fn"].has_rsample]
+
+    def auxiliary(self) -> list[str]:
+        """The guide's log-q sites that are not latents of the model: auxiliary sites, factors."""
+        return [name for name in self._q_sites if name not in self._latents]
+
+
+def _plate_dims(site: dict) -> set[int]:
+    """The dims of the vectorized plates around a site, the particles' aside."""
+    return {f.dim for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE}
+
+
+def _sum_outside(lp: Tensor, keep: set[int], nesting: int) -> Tensor:
+    """``lp [K, *inner, B]`` summed over the inner plate dims not in ``keep``, kept as size 1."""
+    dims = tuple(d for d in range(-nesting, -1) if d not in keep)
+    return lp.sum(dim=dims, keepdim=True) if dims else lp
 
 
 class _Constant:

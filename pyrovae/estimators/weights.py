@@ -26,15 +26,21 @@ from typing import Any
 from torch import Tensor
 
 from ..errors import ModelStructureError
+from .structure import refuse_uneven_scales
 
 
 class LogWeights(ABC):
     """The log weights of one draw of K particles for a batch of B data points.
 
     Attributes (all ``[K, B]``): ``log_lik`` (observed model sites), ``log_prior`` (latent model
-    sites), ``log_q`` (latent guide sites), and ``log_q_score`` (the guide sites that cannot be
-    reparameterized, for score-function terms; None when every site is reparameterized).
-    ``scale`` is the mini-batch factor N / B (times any ``poutine.scale``); ``latents`` the
+    sites), ``log_q`` (latent guide sites), ``log_q_score`` (the guide sites that cannot be
+    reparameterized, unscaled: the score of the density they were drawn from; None when every
+    site is reparameterized) and ``log_q_unreparam`` (the same sites as they enter ``log_q``, with
+    any per-site scale).
+    ``scale`` is the mini-batch factor N / B (times any ``poutine.scale`` that every site shares: a
+    number, or one value a data point ``[B]``). Where sites are scaled differently (a
+    ``poutine.scale`` around part of the model), each term carries its site's scale relative to
+    ``scale`` and ``uneven_scales`` says where, for :meth:`require_one_scale`. ``latents`` the
     sampled values by site name. A producer built with ``grad_scale_latents`` hands the model a
     view of each latent that carries a gradient hook (:meth:`scale_latent_grads`).
     """
@@ -48,13 +54,17 @@ class LogWeights(ABC):
         *,
         latents: dict[str, Tensor],
         log_q_score: Tensor | None = None,
+        log_q_unreparam: Tensor | None = None,
         grad_scale: dict[str, Any] | None = None,
+        uneven_scales: str = "",
     ) -> None:
         self.log_lik, self.log_prior, self.log_q = log_lik, log_prior, log_q
         self.scale = scale
         self.latents = latents
         self.log_q_score = log_q_score
+        self.log_q_unreparam = log_q_score if log_q_unreparam is None else log_q_unreparam
         self._grad_scale = grad_scale
+        self.uneven_scales = uneven_scales
 
     @property
     def num_particles(self) -> int:
@@ -65,6 +75,13 @@ class LogWeights(ABC):
         if isinstance(kl_weight, (int, float)) and kl_weight == 1.0:
             return self.log_lik + self.log_prior - self.log_q
         return self.log_lik + kl_weight * (self.log_prior - self.log_q)
+
+    def score_term(self, kl_weight: float | Tensor = 1.0) -> Tensor:
+        """``[K, B]``: sum over the sites that cannot be reparameterized of stop(learning signal) *
+        log q, the signal each particle's log weight (at ``kl_weight``). A producer with plates
+        inside the data plate restricts each site's signal to the terms of its own plates."""
+        assert self.log_q_score is not None, "every guide site is reparameterized"
+        return self.log_w(kl_weight).detach() * self.log_q_score
 
     @abstractmethod
     def log_q_stop(self) -> Tensor:
@@ -98,6 +115,10 @@ class LogWeights(ABC):
         if self._grad_scale is None:
             raise ModelStructureError("these log weights were built without latent grad scaling")
         self._grad_scale["factor"] = factor.detach()
+
+    def require_one_scale(self, user: str) -> None:
+        """Refuse per-site scales in one line: ``user`` needs an importance-weighted bound."""
+        refuse_uneven_scales(self.uneven_scales, user)
 
     def require_reparam(self, estimator: str) -> None:
         bad = self.non_reparameterized()

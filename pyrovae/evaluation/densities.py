@@ -33,10 +33,10 @@ from torch.distributions.transforms import IndependentTransform, Transform, iden
 
 from ..errors import ConfigError, ModelStructureError
 from ..estimators.direct import applies, offers_single
+from ..estimators.structure import counted_model_sites, find_data_plate, require_density
 from ..estimators.traced import (
     SubsamplePin,
     TracedLogWeights,
-    _check_plates,
     guess_max_plate_nesting,
     particle_plate,
     site_log_prob,
@@ -176,15 +176,16 @@ class TracedDensities(Densities):
             if init == "guide":
                 w = TracedLogWeights(model, guide, args, kwargs, num_particles=num_chains,
                                      max_plate_nesting=max_plate_nesting, pin=self.pin)  # fmt: skip
+                w.require_one_scale("annealing")
                 sites = {name: w.guide_trace.nodes[name] for name in w.latents}
+                require_density({**sites, **{n: w.guide_trace.nodes[n] for n in w.auxiliary()}},
+                                "annealing from the guide", "anneal from the prior (init='prior')")  # fmt: skip
             else:
                 with self.pin:
                     trace = poutine.trace(self.plate(model)).get_trace(*args, **kwargs)
-                sites = {}
-                for name, site in trace.nodes.items():
-                    if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site):
-                        _check_plates(site, "model")
-                        sites[name] = site
+                model_sites = counted_model_sites(trace)
+                find_data_plate(model_sites, {})
+                sites = {name: site for name, site in model_sites.items() if not site["is_observed"]}
         if not sites:
             raise ModelStructureError("the model has no latent site to anneal")
         self.infer = {name: site["infer"] for name, site in sites.items()}

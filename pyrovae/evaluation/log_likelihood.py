@@ -72,7 +72,7 @@ def log_likelihood(
         while done < num_samples:
             k = min(chunk_size, num_samples - done)
             w = draw(model, guide, args, kwargs, num_particles=k, max_plate_nesting=max_plate_nesting, fast=fast,
-                     pin=pin)  # fmt: skip
+                     pin=pin, one_scale="log_likelihood")  # fmt: skip
             chunk = torch.logsumexp(w.log_w(), dim=0)  # [B]
             running = chunk if running is None else torch.logaddexp(running, chunk)
             done += k

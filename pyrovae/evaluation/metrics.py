@@ -98,7 +98,8 @@ def evaluate_model(
                 fast = applies(model, guide, args, kwargs)
                 nesting = 1 if fast else guess_max_plate_nesting(model, guide, args, kwargs)
             pin = SubsamplePin()  # every measure of this batch on the same data points
-            w = draw(model, guide, args, kwargs, num_particles=elbo_particles, max_plate_nesting=nesting, pin=pin)
+            w = draw(model, guide, args, kwargs, num_particles=elbo_particles, max_plate_nesting=nesting, pin=pin,
+                     one_scale="evaluation")  # fmt: skip
             recon, kl = w.log_lik.mean(0), w.kl().mean(0)
             add("reconstruction", recon)
             add("kl", kl)
