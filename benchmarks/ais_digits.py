@@ -29,7 +29,7 @@ import torch
 
 from pyrovae.diagnostics import bdmc
 from pyrovae.evaluation import ais, log_likelihood
-from pyrovae.evaluation.report import load_run
+from pyrovae.run import load_run
 
 HERE = Path(__file__).parent
 MODELS = {"elbo": ["--estimator", "elbo"], "iwae K=50": ["--estimator", "iwae", "--num-particles", "50"]}
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     results["settings"] = {k: v for k, v in vars(args).items() if k not in ("runs", "results")}
     opts = {"num_chains": args.chains, "hmc_steps": args.leapfrogs}
     for label, run in train(args.runs, args.epochs).items():
-        _, vae, data = load_run(run, "cpu")
+        _, parts = load_run(run, "cpu")
+        vae, data = parts.vae, parts.dataset
         x = data.test[: args.points]
         piece(results, path, f"{label} | IS K=5000", partial(importance, vae, x))
         for steps in args.steps:

@@ -27,7 +27,8 @@ import torch
 import pyrovae
 from pyrovae.config import from_dict
 from pyrovae.data import InMemoryData
-from pyrovae.training import build_vae, load_images, make_step
+from pyrovae.run import build_vae, check_config, load_images
+from pyrovae.run.step import make_step
 
 try:
     from . import reference
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--estimators", nargs="+", default=["elbo:1", "iwae:5", "dreg:5"])
     p.add_argument("--out", default=str(HERE / "results" / "epoch_time"))
     args = p.parse_args(argv)
-    cfg = from_dict({"preset": "burda2016-1layer", "data_path": args.data_path}).validate()
+    cfg = check_config(from_dict({"preset": "burda2016-1layer", "data_path": args.data_path}))
     images = load_images(cfg)
     rows = [run(cfg, images, spec.split(":")[0], int(spec.split(":")[1]), args.rounds) for spec in args.estimators]
     lines = [

@@ -30,11 +30,10 @@ def family_name(variant: dict) -> str:
 def active_units_now(run_dir: Path) -> int:
     """Active units of a cell's trained model (its checkpoint), from E_q[z | x] as pyrovae measures
     it now (``posterior_mean``: exact or Rao-Blackwellized per layer, 1,000 draws for a flow)."""
-    from pyrovae import checkpoint
     from pyrovae.config import load
     from pyrovae.data import InMemoryData
     from pyrovae.evaluation.metrics import _posterior_mean, active_units
-    from pyrovae.training import build_vae, load_images
+    from pyrovae.run import build_vae, checkpoint, load_images
 
     cfg = load(run_dir / "config.toml")
     torch.manual_seed(cfg.seed)

@@ -26,7 +26,7 @@ import pyro
 import torch
 
 import pyrovae
-from pyrovae.training import fast_path, make_step
+from pyrovae.run.step import make_step, takes_fast_path
 
 try:
     from . import reference_families as ref
@@ -88,7 +88,7 @@ def bench(family: str, name: str, k: int, batch: int, rounds: int, round_seconds
             for label, fn in order if r % 2 == 0 else order[::-1]:
                 times[label].append(timed(fn, batches, steps))
     ratios = [a / b for a, b in zip(times["pyrovae"], times["reference"], strict=True)]
-    row = {"family": family, "estimator": f"{name} K={k}", "batch": batch, "path": "fast" if fast_path(est, vae)
+    row = {"family": family, "estimator": f"{name} K={k}", "batch": batch, "path": "fast" if takes_fast_path(est, vae)
            else "traced", "pyrovae_ms": 1e3 * statistics.median(times["pyrovae"]),
            "reference_ms": 1e3 * statistics.median(times["reference"]), "ratio": statistics.median(ratios),
            "ratio_min": min(ratios), "ratio_max": max(ratios), "steps_per_round": steps}  # fmt: skip

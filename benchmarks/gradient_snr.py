@@ -45,11 +45,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import pyrovae  # noqa: E402
-from pyrovae import checkpoint  # noqa: E402
 from pyrovae.config import load as load_config  # noqa: E402
 from pyrovae.data import InMemoryData  # noqa: E402
 from pyrovae.diagnostics import gradient_snr, importance_diagnostics, loglog_slope  # noqa: E402
-from pyrovae.training import build_vae, load_images  # noqa: E402
+from pyrovae.run import build_vae, checkpoint, load_images  # noqa: E402
 
 HERE = Path(__file__).parent
 ESTIMATORS = ("iwae", "dreg")

@@ -38,7 +38,7 @@ import torch
 
 import pyrovae
 from pyrovae.data import InMemoryData, load_digits
-from pyrovae.training import _step, make_step
+from pyrovae.run.step import eager_step, make_step
 
 try:
     from . import reference
@@ -86,7 +86,7 @@ def make_variants(name: str, k: int, batch: int, n: int, device: torch.device, c
 
         def step(x: torch.Tensor, vae=vae, est=est, opt=opt) -> torch.Tensor:
             opt.zero_grad(set_to_none=True)
-            value = _step(est, vae, x, n)  # the trainer's own step: loss and backward
+            value = eager_step(est, vae, x, n)  # the trainer's own step: loss and backward
             opt.step()
             return value
 

@@ -15,8 +15,8 @@ from .errors import (
     TrainingDiverged,
     TrainingInterrupted,
 )
-from .evaluation import evaluate_run, log_likelihood
-from .training import TrainResult, train
+from .evaluation import log_likelihood
+from .run import TrainResult, evaluate_run, train
 from .vae import VAE
 
 __version__ = "0.1.0"

@@ -9,14 +9,23 @@ the signal's number).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import FIELDS, Config, choices, from_dict, parse_value
+from tqdm.auto import tqdm
+
+from . import data, estimators, families, likelihoods, presets
+from .compare import GridSpec, compare
+from .compare.grid import BACKENDS
+from .config import FIELDS, Config, from_dict, parse_value
 from .config import load as load_config
 from .errors import PyrovaeError, TrainingInterrupted
+from .evaluation.ais import SCHEDULES
+from .evaluation.densities import INITS
+from .evaluation.log_likelihood import METHODS
+from .run import RESUMABLE, RunDir, choices, evaluate_run, evaluate_run_ais, train
 
 DESCRIPTION = "Train, evaluate and compare variational autoencoders (VAEs) on Pyro and PyTorch."
 
@@ -35,11 +44,11 @@ class _Parser(argparse.ArgumentParser):
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per config key: ``--num-particles 5``; options as ``--likelihood-option k=v``.
     Each flag's help is the key's own line, its valid names where there is a fixed set, and its default."""
-    from .estimators import PYRO_PREFIX
-
     defaults = Config()
     valid = {name: ", ".join(names) for name, names in choices().items()}
-    valid["estimator"] += f", or {PYRO_PREFIX}<class> for one of Pyro's own ELBOs ({PYRO_PREFIX}Trace_ELBO, ...)"
+    valid["estimator"] += (
+        f", or {estimators.PYRO_PREFIX}<class> for one of Pyro's own ELBOs ({estimators.PYRO_PREFIX}Trace_ELBO, ...)"
+    )
     p.add_argument("--config", metavar="FILE", help="TOML file of config keys (flags override it)")
     for name, f in FIELDS.items():
         default = getattr(defaults, name)
@@ -90,18 +99,12 @@ def _config(args: argparse.Namespace) -> Config | None:
     if args.resume and not overrides:
         return None  # the run's own config
     if args.resume:
-        from .training import CONFIG_FILE
-
-        saved = Path(args.out) / CONFIG_FILE
+        saved = RunDir(args.out).config
         return from_dict(overrides, load_config(saved)) if saved.exists() else from_dict(overrides)
     return from_dict(overrides)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from .training import train
-
     def report(m: dict[str, Any]) -> None:
         test = "".join(f"  {k.replace('_', ' ')} {m[k]:.2f}" for k in ("test_bound", "test_objective")
                        if k in m)  # fmt: skip
@@ -131,9 +134,6 @@ def _print_evaluation(e: dict[str, Any]) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_run
-    from .evaluation.report import evaluate_run_ais
-
     ais_flags = {"points": "--points", "ais_steps": "--ais-steps", "ais_chains": "--ais-chains",
                  "hmc_steps": "--hmc-steps", "step_size": "--step-size", "ais_init": "--ais-init",
                  "schedule": "--schedule"}  # fmt: skip
@@ -160,9 +160,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import GridSpec, compare
-    from .training import check_run_dir
-
     overrides: dict[str, Any] = {}
     for key in ("estimators", "likelihoods", "seeds", "workers", "eval_num_samples", "psis_samples",
                 "snr_draws", "gap_points", "gap_steps", "ais_points", "ais_steps", "ais_chains", "backend", "address",
@@ -185,7 +182,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.vary:
         overrides["vary"] = {key.replace("-", "_"): [parse_value(v) for v in values] for key, *values in args.vary}
     spec = GridSpec.load(args.config, overrides) if args.config else GridSpec.from_dict(overrides)
-    check_run_dir(args.out, create=True)  # a file in the way or a read-only folder: before any line
+    RunDir(args.out).check_writable(create=True)  # a file in the way or a read-only folder: before any line
     n = len(spec.cells())
     done = []
 
@@ -200,8 +197,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from . import data, estimators, families, likelihoods, presets
-
     for kind, reg in (("likelihoods", likelihoods), ("estimators", estimators)):
         print(f"{kind}:")
         for name in reg.names():
@@ -215,15 +210,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from . import likelihoods
-    from .compare.grid import BACKENDS
-    from .evaluation.ais import SCHEDULES
-    from .evaluation.densities import INITS
-    from .evaluation.log_likelihood import METHODS
-    from .training import RESUMABLE
-
     p = _Parser(prog="pyrovae", description=DESCRIPTION)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do; COMMAND --help for more")
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    _compare_parser(sub)
+    ls = sub.add_parser("list", help="list the likelihoods, estimators (with their options), data sets, presets",
+                        description="List the likelihoods and estimators with their options, the data sets and "
+                                    "the presets.")  # fmt: skip
+    ls.set_defaults(fn=_cmd_list)
+    return p
+
+
+def _train_parser(sub: Any) -> None:
     t = sub.add_parser("train", help="train a VAE and evaluate it on the test set",
                        description="Train a VAE and evaluate it on the test set. Flags override --config.")  # fmt: skip
     t.add_argument("--out", default="runs/default", metavar="DIR", help="run directory (default: runs/default)")
@@ -233,6 +232,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar, epoch lines or notices")
     _add_config_flags(t)
     t.set_defaults(fn=_cmd_train)
+
+
+def _evaluate_parser(sub: Any) -> None:
     e = sub.add_parser("evaluate", help="evaluate a run directory (evaluation.json, PNG grids)",
                        description="Evaluate a run directory: evaluation.json and PNG grids of samples and "
                                    "reconstructions.")  # fmt: skip
@@ -254,6 +256,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--ais-init", choices=INITS, help="ais: where the chains start (default: guide)")
     e.add_argument("--schedule", choices=SCHEDULES, help="ais: the spacing of beta from 0 to 1 (default: sigmoid)")
     e.set_defaults(fn=_cmd_evaluate)
+
+
+def _compare_parser(sub: Any) -> None:
     c = sub.add_parser("compare", help="run a fair grid of estimators and write a report",
                        description="Run a grid of estimators x likelihoods x seeds, one budget for all, and "
                                    "write a report.")  # fmt: skip
@@ -279,6 +284,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--cell-gpus", type=float, metavar="X",
                    help="ray: GPUs a cell asks for, a fraction to share one between small cells "
                         "(default: 0)")  # fmt: skip
+    _compare_diagnostic_flags(c)
+    c.set_defaults(fn=_cmd_compare)
+
+
+def _compare_diagnostic_flags(c: argparse.ArgumentParser) -> None:
     c.add_argument("--eval-num-samples", type=int, metavar="K", help="K of the test log-likelihood")
     c.add_argument("--psis-samples", type=int, metavar="K", help="K for PSIS k-hat (>= 100)")
     c.add_argument("--snr-draws", type=int, metavar="R", help="gradient draws for the SNR")
@@ -294,17 +304,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--vary", action="append", nargs="+", metavar="KEY VALUE",
                    help="an axis of the grid: a train config key and its values (repeatable; the grid takes every "
                         "combination), e.g. --vary guide gaussian iaf --vary latents [50] [100,50]")  # fmt: skip
-    c.set_defaults(fn=_cmd_compare)
-    ls = sub.add_parser("list", help="list the likelihoods, estimators (with their options), data sets, presets",
-                        description="List the likelihoods and estimators with their options, the data sets and "
-                                    "the presets.")  # fmt: skip
-    ls.set_defaults(fn=_cmd_list)
-    return p
 
 
 def _rank() -> str:
-    import os
-
     return os.environ.get("RANK", "0")
 
 
@@ -312,8 +314,6 @@ def _quiet_unless_rank_0() -> None:
     """Under torchrun only rank 0 writes to stdout (the other ranks' lines would repeat it); every
     rank's errors reach stderr, those of ranks other than 0 marked with their rank."""
     if _rank() != "0":
-        import os
-
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
 
 

@@ -1,4 +1,9 @@
-"""The run configuration: one flat dataclass, read from TOML and mirrored by CLI flags."""
+"""The run configuration: one flat dataclass, read from TOML and mirrored by CLI flags.
+
+A leaf: it knows the keys, their defaults and types, and TOML. Whether a name is registered, an
+option valid or a combination possible is checked where the run's parts are assembled
+(:func:`pyrovae.run.check_config`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .presets import load_preset
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -92,70 +98,8 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def validate(self) -> Config:
-        """Check every name and option now, so a typo fails before any training."""
-        from . import estimators, likelihoods
-
-        for name, valid in choices().items():
-            if name not in ("likelihood", "estimator"):  # their registries' make says it, below
-                _one_of(name, getattr(self, name), valid)
-        if self.dataset == "npz" and not self.data_path:
-            raise ConfigError("dataset 'npz' needs data_path, the .npz file to read")
-        likelihoods.make(self.likelihood, x_dim=1, **self.likelihood_options)
-        estimators.make(self.estimator, num_particles=self.num_particles,
-                        **self.estimator_options)  # fmt: skip
-        for name in ("z_dim", "epochs", "batch_size", "log_every", "test_every",
-                     "eval_chunk_size", "eval_batch_size"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps < 0 or self.max_seconds < 0:
-            raise ConfigError("max_steps and max_seconds must be >= 0 (0: no limit)")
-        if self.validation < 0 or self.patience < 0:
-            raise ConfigError(f"validation and patience must be >= 0, got {self.validation} and {self.patience}")
-        if self.eval_num_samples < 0:
-            raise ConfigError(f"eval_num_samples must be >= 0, got {self.eval_num_samples}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1 and self.adam_eps > 0):
-            raise ConfigError(f"Adam needs 0 <= beta1, beta2 < 1 and eps > 0, got {self.adam_beta1}, "
-                              f"{self.adam_beta2}, {self.adam_eps}")  # fmt: skip
-        if any(h < 1 for h in self.hidden):
-            raise ConfigError(f"hidden sizes must be >= 1, got {self.hidden}")
-        from .families import check
-        from .tracking import TRACKERS
-
-        check(self)
-        if self.tracking not in TRACKERS:
-            raise ConfigError(f"unknown tracking {self.tracking!r}; valid: {', '.join(t for t in TRACKERS if t)}, "
-                              'or "" for none')  # fmt: skip
-        return self
-
-
-def _one_of(key: str, value: str, valid: Any) -> None:
-    if value not in valid:
-        raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
-
 
 FIELDS = {f.name: f for f in fields(Config)}
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
-
-
-def choices() -> dict[str, list[str]]:
-    """The valid values of each key that takes a name from a fixed set, from the registries and
-    constants that define them (``estimator`` also takes ``pyro.<ELBO class>``)."""
-    from . import estimators, likelihoods
-    from .data import BINARIZATIONS, DATASETS
-    from .families import GUIDES, LATENTS, PRIORS
-    from .networks import ACTIVATIONS
-    from .schedules import SCHEDULES
-    from .vae import ARCHITECTURES
-
-    return {
-        "dataset": sorted(DATASETS), "binarization": list(BINARIZATIONS), "likelihood": likelihoods.names(),
-        "architecture": list(ARCHITECTURES), "activation": sorted(ACTIVATIONS), "estimator": estimators.names(),
-        "compile": list(COMPILE_MODES), "lr_schedule": list(SCHEDULES), "latent": list(LATENTS),
-        "guide": list(GUIDES), "prior": list(PRIORS),
-    }  # fmt: skip
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -189,8 +133,6 @@ def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
     cfg = dataclasses.replace(base or Config())
     preset = values.get("preset")
     if preset and preset != cfg.preset:
-        from .presets import load_preset
-
         cfg = from_dict(load_preset(_coerce("preset", preset)), cfg)  # a preset holds no "preset" key
     for key, value in values.items():
         setattr(cfg, key, _coerce(key, value))

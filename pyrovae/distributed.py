@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from .errors import ConfigError
@@ -31,6 +32,12 @@ _SEED_MIX = 1_000_003
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of epoch ``epoch``'s shuffle, the same on every rank."""
     return (seed * _SEED_MIX + epoch) % 2**63
+
+
+def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> Tensor:
+    """Epoch ``epoch``'s shuffle under data parallelism, the same on every rank, ``[n]``."""
+    g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    return torch.randperm(n, generator=g).to(device)
 
 
 def rank_seed(seed: int, epoch: int, rank: int, batches_done: int = 0) -> int:
@@ -64,8 +71,6 @@ class Group:
         """The sum of ``t`` over ranks (a new tensor)."""
         if not self.active:
             return t
-        import torch.distributed as dist
-
         out = t.detach().clone()
         dist.all_reduce(out)
         return out
@@ -74,8 +79,6 @@ class Group:
         """grad <- sum over ranks of ``weight`` * grad, for every parameter, in one all-reduce; the
         ``flags`` (stop requests) ride in the same buffer and come back summed over ranks, as a
         tensor on the parameters' device (read it at a logging interval: no host sync here)."""
-        import torch.distributed as dist
-
         params = [p for p in params if p.requires_grad]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) * weight for g in grads] + [grads[0].new_tensor(flags)])
@@ -96,8 +99,6 @@ class Group:
         """``t`` ``[n_r, ...]`` of every rank, concatenated in rank order (sizes may differ)."""
         if not self.active:
             return t
-        import torch.distributed as dist
-
         sizes = [None] * self.world
         dist.all_gather_object(sizes, t.shape[0])
         padded = t.new_zeros((max(sizes), *t.shape[1:]))
@@ -109,37 +110,16 @@ class Group:
     def gather_objects(self, obj: Any) -> list[Any]:
         if not self.active:
             return [obj]
-        import torch.distributed as dist
-
         out: list[Any] = [None] * self.world
         dist.all_gather_object(out, obj)
         return out
 
     def barrier(self) -> None:
         if self.active:
-            import torch.distributed as dist
-
             dist.barrier()
 
 
 SINGLE = Group()  # one process, no collectives
-# Pyro's ELBOs whose loss is a sum over data points, so that shard gradients add up to the global one
-LINEAR_PYRO_ELBOS = ("Trace_ELBO", "TraceMeanField_ELBO", "TraceGraph_ELBO", "TraceEnum_ELBO", "JitTrace_ELBO",
-                     "JitTraceMeanField_ELBO", "JitTraceGraph_ELBO", "JitTraceEnum_ELBO")  # fmt: skip
-
-
-def check_estimator(estimator: Any) -> None:
-    """One line unless ``estimator``'s gradient on a global batch is the weighted sum of its
-    gradients on the shards: pyrovae's estimators (per-point bounds) and Pyro's sums over points;
-    not Pyro's Renyi or tail-adaptive ELBOs (a logsumexp over the whole batch)."""
-    from . import estimators
-
-    if isinstance(estimator, estimators.Estimator) or type(estimator).__name__ in LINEAR_PYRO_ELBOS:
-        return
-    raise ConfigError(
-        f"data-parallel training needs an estimator whose loss sums over data points; pyro.{type(estimator).__name__} "
-        f"does not (use pyrovae's own, e.g. renyi, or one of pyro.{', pyro.'.join(LINEAR_PYRO_ELBOS[:4])})"
-    )
 
 
 def from_env(device: torch.device) -> Group:
@@ -149,8 +129,6 @@ def from_env(device: torch.device) -> Group:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return SINGLE
-    import torch.distributed as dist
-
     if not dist.is_available():
         raise ConfigError("this torch build has no torch.distributed: train with one process")
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -163,8 +141,5 @@ def from_env(device: torch.device) -> Group:
 
 
 def shutdown(group: Group) -> None:
-    if group.active:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    if group.active and dist.is_initialized():
+        dist.destroy_process_group()

@@ -171,6 +171,7 @@ def chain(perturb: float = 0.0):
 
 
 # -- the same linear-Gaussian model as a pyrovae VAE, so the fast path is checked on it too ---------
+from pyrovae import estimators  # noqa: E402
 from pyrovae.vae import VAE, VAEGuide, VAEModel  # noqa: E402
 
 
@@ -243,3 +244,8 @@ def linear_gaussian_vae(perturb: float = 0.0, widen: float = 0.0, traced: bool =
         f"{vae.name}.guide",
     )
     return model.double(), guide.double()
+
+
+def takes_fast_path(estimator, model, guide, args, kwargs) -> bool:
+    """Whether ``estimator`` computes this call's log weights on the fast path (untraced)."""
+    return estimator.fast_path and estimators.fast_path(model, guide, args, kwargs) is not None

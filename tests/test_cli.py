@@ -6,7 +6,7 @@ import re
 import pytest
 
 from pyrovae import cli
-from pyrovae.config import choices
+from pyrovae.run import choices
 
 SPHINX = re.compile(r":(class|func|meth|mod|attr):|``")
 

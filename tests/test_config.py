@@ -4,6 +4,7 @@ import pytest
 
 from pyrovae import ConfigError, cli
 from pyrovae.config import Config, from_dict, load, to_toml
+from pyrovae.run import check_config
 
 
 def test_toml_round_trip(tmp_path):
@@ -39,8 +40,8 @@ def test_flags_override_the_file(tmp_path):
 )
 def test_bad_values_fail_at_once(values, message):
     with pytest.raises(ConfigError, match=message):
-        from_dict(values).validate()
+        check_config(from_dict(values))
 
 
 def test_defaults_are_valid():
-    Config().validate()
+    check_config(Config())

@@ -11,10 +11,10 @@ import pyro
 import pytest
 import torch
 
-from pyrovae import checkpoint, cli, distributed, estimators
+from pyrovae import cli, distributed, estimators
 from pyrovae.config import from_dict
 from pyrovae.data import InMemoryData
-from pyrovae.training import build_vae, distributed_order, load_images
+from pyrovae.run import build_vae, checkpoint, load_images
 
 SMALL = ["--hidden", "32", "--z-dim", "4", "--batch-size", "100", "--quiet"]
 
@@ -50,7 +50,7 @@ def test_the_first_step_equals_one_process_on_the_global_batch_with_the_same_noi
     data = InMemoryData(images, vae.likelihood, cfg.binarization, "cpu", cfg.seed)
     est = estimators.make(name, num_particles=k)
     optimizer = torch.optim.Adam(vae.parameters(), lr=cfg.lr, foreach=True)
-    batch = distributed_order(data.num_train, cfg.seed, 1, torch.device("cpu"))[: cfg.batch_size]
+    batch = distributed.epoch_order(data.num_train, cfg.seed, 1, torch.device("cpu"))[: cfg.batch_size]
     with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
         for rank, part in enumerate(torch.tensor_split(batch, 2)):
             torch.manual_seed(distributed.rank_seed(cfg.seed, 1, rank))

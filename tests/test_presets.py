@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from pyrovae import ConfigError, cli, config, presets, schedules, training
+from pyrovae import ConfigError, cli, config, presets
+from pyrovae.run import check_config, schedules, train
 
 
 def test_burda2016_lasts_3_to_the_i_epochs_at_lr_10_to_the_minus_i_over_7():
@@ -42,7 +43,7 @@ def test_a_preset_sits_between_the_defaults_and_the_file_and_flags(tmp_path):
 def test_every_shipped_preset_is_a_valid_config():
     assert presets.names() == ["burda2016-1layer", "cifar10-conv", "rainforth2018"]
     for name in presets.names():
-        config.from_dict({"preset": name}).validate()
+        check_config(config.from_dict({"preset": name}))
 
 
 @pytest.mark.parametrize(
@@ -60,9 +61,9 @@ TINY = {"hidden": [16], "z_dim": 4, "eval_num_samples": 0, "batch_size": 500, "t
 
 def test_a_schedule_resumes_exactly_and_is_in_the_checkpoint(tmp_path):
     cfg = {**TINY, "lr_schedule": "burda2016", "epochs": 5, "adam_eps": 1e-4}
-    straight = training.train(cfg, tmp_path / "straight")
-    training.train({**cfg, "epochs": 2}, tmp_path / "split")
-    resumed = training.train({**cfg, "epochs": 5}, tmp_path / "split", resume=True)
+    straight = train(cfg, tmp_path / "straight")
+    train({**cfg, "epochs": 2}, tmp_path / "split")
+    resumed = train({**cfg, "epochs": 5}, tmp_path / "split", resume=True)
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in straight.metrics]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.metrics]
     lrs = [r["lr"] for r in straight.metrics[1:]]  # the rate each epoch trained at
@@ -76,13 +77,13 @@ def test_a_schedule_resumes_exactly_and_is_in_the_checkpoint(tmp_path):
 
 def test_a_checkpoint_whose_rate_is_not_its_schedule_s_is_refused(tmp_path):
     cfg = {**TINY, "lr_schedule": "burda2016", "epochs": 2}
-    training.train(cfg, tmp_path / "run")
+    train(cfg, tmp_path / "run")
     path = tmp_path / "run" / "checkpoint.pt"
     state = torch.load(path, weights_only=True)
     state["optimizer"]["param_groups"][0]["lr"] = 0.5
     torch.save(state, path)
     with pytest.raises(Exception, match="is not its schedule's"):
-        training.train({**cfg, "epochs": 3}, tmp_path / "run", resume=True)
+        train({**cfg, "epochs": 3}, tmp_path / "run", resume=True)
 
 
 def test_eight_bit_data_reports_bits_per_dimension(tmp_path, capsys):

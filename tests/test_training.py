@@ -10,8 +10,9 @@ import time
 import pytest
 import torch
 
-from pyrovae import TrainingDiverged, checkpoint, cli, estimators, likelihoods, training
+from pyrovae import TrainingDiverged, cli, estimators, likelihoods
 from pyrovae.errors import TrainingInterrupted
+from pyrovae.run import checkpoint, train
 
 SMALL = ["--hidden", "64", "--z-dim", "8", "--eval-num-samples", "0", "--quiet"]
 
@@ -96,7 +97,7 @@ def test_a_crash_while_saving_leaves_the_last_checkpoint_whole(tmp_path, monkeyp
 
     monkeypatch.setattr(checkpoint.torch, "save", crashing_save)
     with pytest.raises(OSError, match="injected"):
-        training.train({"epochs": 3, "hidden": [32], "z_dim": 4, "eval_num_samples": 0},
+        train({"epochs": 3, "hidden": [32], "z_dim": 4, "eval_num_samples": 0},
                        tmp_path, on_epoch=keep)  # fmt: skip
     assert (tmp_path / "checkpoint.pt").read_bytes() == seen[1]
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
@@ -120,10 +121,10 @@ def test_a_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monke
         est.differentiable_loss = poisoned
         return est
 
-    monkeypatch.setattr(training.estimators, "make", make_poisoned)
+    monkeypatch.setattr(estimators, "make", make_poisoned)
     expected = r"by step 70 \(epoch 2\).*last good checkpoint \(epoch 1\) is intact"
     with pytest.raises(TrainingDiverged, match=expected):
-        training.train({"epochs": 3, "hidden": [32], "z_dim": 4, "eval_num_samples": 0,
+        train({"epochs": 3, "hidden": [32], "z_dim": 4, "eval_num_samples": 0,
                         "log_every": 10}, tmp_path, on_epoch=keep)  # fmt: skip
     assert (tmp_path / "checkpoint.pt").read_bytes() == seen[1]
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
@@ -176,12 +177,12 @@ def signal_at(monkeypatch, calls, signum):
         est.differentiable_loss = loss
         return est
 
-    monkeypatch.setattr(training.estimators, "make", make)
+    monkeypatch.setattr(estimators, "make", make)
 
 
 def test_a_signal_mid_epoch_checkpoints_and_the_resumed_run_is_exact(tmp_path, monkeypatch):
     cfg = {**TINY, "epochs": 2, "estimator_options": {"kl_warmup": 2, "kl_warmup_unit": "epochs"}}
-    straight = training.train(cfg, tmp_path / "straight")
+    straight = train(cfg, tmp_path / "straight")
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     split = tmp_path / "split"
     # SIGINT at step 5 (epoch 1), then SIGTERM at step 13 (epoch 2): each mid-epoch
@@ -189,13 +190,13 @@ def test_a_signal_mid_epoch_checkpoints_and_the_resumed_run_is_exact(tmp_path, m
                                  (8, signal.SIGTERM, "batch 4 of 9 in epoch 2")):  # fmt: skip
         signal_at(monkeypatch, calls, signum)
         with pytest.raises(TrainingInterrupted, match=where) as e:
-            training.train(cfg if calls == 5 else None, split, resume=calls != 5)
+            train(cfg if calls == 5 else None, split, resume=calls != 5)
         assert e.value.signum == signum
         assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
         state = torch.load(split / "checkpoint.pt", weights_only=True)
         assert state["step"] == {5: 5, 8: 13}[calls] and state["partial"]["batches"] == {5: 5, 8: 4}[calls]
     monkeypatch.undo()
-    resumed = training.train(None, split, resume=True)
+    resumed = train(None, split, resume=True)
 
     def strip(metrics):
         return [{k: v for k, v in m.items() if k != "seconds"} for m in metrics]
@@ -236,18 +237,18 @@ def test_sigterm_from_outside_writes_a_checkpoint_and_the_run_resumes(tmp_path):
 
 
 def test_the_next_start_clears_what_a_kill_mid_save_left(tmp_path):
-    training.train({**TINY, "epochs": 1}, tmp_path)
+    train({**TINY, "epochs": 1}, tmp_path)
     left = [tmp_path / "checkpoint.pt.k1ll3d.tmp", tmp_path / "config.toml.tmp", tmp_path / "metrics.jsonl.tmp"]
     for path in left:
         path.write_bytes(b"partial bytes")
-    training.train({**TINY, "epochs": 2}, tmp_path, resume=True)
+    train({**TINY, "epochs": 2}, tmp_path, resume=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "config.toml", "metrics.jsonl"]
 
 
 def test_resume_says_what_it_changed(tmp_path, capsys):
-    training.train({**TINY, "epochs": 1}, tmp_path)
+    train({**TINY, "epochs": 1}, tmp_path)
     lines = []
-    training.train({**TINY, "epochs": 2, "log_every": 3}, tmp_path, resume=True, notice=lines.append)
+    train({**TINY, "epochs": 2, "log_every": 3}, tmp_path, resume=True, notice=lines.append)
     assert lines[0] == f"resuming {tmp_path} after epoch 1 (step 9); epochs 1 -> 2, log_every 4 -> 3"
     # the CLI prints it on stderr, unless --quiet
     assert run_cli("train", "--out", tmp_path, "--resume", "--epochs", 3) == 0

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +14,68 @@ import torch
 
 from ..data import InMemoryData
 from ..diagnostics import amortization_gaps, gradient_snr, importance_diagnostics
-from ..evaluation.metrics import evaluate_model
+from ..evaluation import ais_against_is, evaluate_model
 from ..evaluation.plots import save_grid
-from ..evaluation.report import ais_against_is
+from ..run import Parts, TrainResult, train
+from ..run.atomic import write_atomic
 from ..tracking import open_tracker
-from ..training import train
 from ..vae import VAE
 
 RESULT_FILE = "result.json"
+Settings = dict[str, Any]
 
 
-def _spread(n: int, count: int, device: torch.device) -> torch.Tensor:
+def spread(n: int, count: int, device: torch.device) -> torch.Tensor:
     """``count`` indices spread evenly over ``n`` points (every digit, not the first class)."""
     return torch.linspace(0, n - 1, min(count, n), device=device).round().long()
 
 
-def _snr(settings: dict[str, Any], vae: VAE, estimator: Any, dataset: InMemoryData) -> dict[str, Any]:
-    x = dataset.test[_spread(dataset.num_test, settings["snr_batch"], dataset.device)]
+def run_cell(cell_dir: str | Path, config: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Train one cell into ``cell_dir/run`` and write ``cell_dir/result.json``.
+
+    ``settings``: the grid's diagnostic settings (``eval_num_samples``, ``psis_samples``,
+    ``psis_points``, ``snr_draws``, ``snr_batch``, ``snr_epochs``, ``gap_points``, ``gap_steps``,
+    ``ais_points``, ``ais_steps``, ``ais_chains``, ``ais_hmc_steps``) and the cell's description
+    (``cell``). ``result.json`` is written atomically as the very last step, so its presence is
+    what makes a cell done.
+    """
+    cell_dir = Path(cell_dir)
+    start = time.perf_counter()
+    snr_log: list[dict[str, Any]] = []
+    result = train(config, cell_dir / "run", evaluate=False, after_epoch=snr_at_epochs(settings, snr_log))
+    parts = result.parts
+    parts.vae.eval()
+    with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+        last = result.metrics[-1]
+        if not snr_log or snr_log[-1]["epoch"] != last["epoch"]:
+            snr_log.append({"epoch": last["epoch"], "step": last["step"], **snr(settings, parts.vae, parts.estimator,
+                                                                               parts.dataset)})  # fmt: skip
+        t = time.perf_counter()
+        found = diagnose(settings, parts)
+        found["diagnostics_seconds"] = time.perf_counter() - t
+        with torch.no_grad():
+            scale = 255.0 if parts.dataset.kind == "counts" else 1.0
+            save_grid(cell_dir / "samples.png", parts.vae.sample(64) / scale, parts.dataset.images.image_shape)
+    out = {"cell": settings["cell"], "config": result.config.to_dict(), **summary(result, found, snr_log),
+           "seconds": time.perf_counter() - start}  # fmt: skip
+    if result.config.tracking:  # the cell's diagnostics beside its training curves, in the same tracked run
+        track(result, out, snr_log)
+    write_atomic(cell_dir / RESULT_FILE, json.dumps(out) + "\n")
+    return out
+
+
+def snr_at_epochs(settings: Settings, log: list[dict[str, Any]]) -> Callable[..., None]:
+    """The training callback that measures the gradient SNR at the grid's ``snr_epochs``."""
+
+    def measure(record: dict[str, Any], vae: VAE, estimator: Any, dataset: InMemoryData) -> None:
+        if record["epoch"] in settings["snr_epochs"]:
+            log.append({"epoch": record["epoch"], "step": record["step"], **snr(settings, vae, estimator, dataset)})
+
+    return measure
+
+
+def snr(settings: Settings, vae: VAE, estimator: Any, dataset: InMemoryData) -> dict[str, Any]:
+    x = dataset.test[spread(dataset.num_test, settings["snr_batch"], dataset.device)]
     groups = {"encoder": list(vae.guide.parameters()), "decoder": list(vae.model.parameters())}
     draws = settings["snr_draws"]
     blocks = max(b for b in range(1, 41) if draws % b == 0)
@@ -39,115 +84,89 @@ def _snr(settings: dict[str, Any], vae: VAE, estimator: Any, dataset: InMemoryDa
     return {g: s.to_dict() for g, s in res.items()}
 
 
-def run_cell(cell_dir: str | Path, config: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """Train one cell into ``cell_dir/run`` and write ``cell_dir/result.json``.
+def diagnose(settings: Settings, parts: Parts) -> dict[str, Any]:
+    """The test evaluation (with per-point values), PSIS k-hat and ESS, the gaps and AIS."""
+    cfg, vae, dataset = parts.config, parts.vae, parts.dataset
+    evaluation = evaluate_model(
+        vae.model, vae.guide, dataset.test_batches(cfg.eval_batch_size),
+        num_particles=getattr(parts.estimator, "num_draws", cfg.num_particles),
+        num_samples=settings["eval_num_samples"], chunk_size=cfg.eval_chunk_size, per_point=True,
+    )  # fmt: skip
+    points = evaluation.pop("points")
+    found = {"evaluation": evaluation, "points": points, **psis(settings, parts), **gaps(settings, parts)}
+    found.update(ais(settings, parts, points))
+    return found
 
-    ``settings``: the grid's diagnostic settings (``eval_num_samples``, ``psis_samples``,
-    ``psis_points``, ``snr_draws``, ``snr_batch``, ``snr_epochs``, ``gap_points``, ``gap_steps``,
-    ``ais_points``, ``ais_steps``, ``ais_chains``, ``ais_hmc_steps``) and the cell's description
-    (``cell``). ``result.json`` is written atomically as the very last
-    step, so its presence is what makes a cell done.
-    """
-    cell_dir = Path(cell_dir)
-    start = time.perf_counter()
-    snr_log: list[dict[str, Any]] = []
 
-    def measure(record: dict[str, Any], vae: VAE, estimator: Any, dataset: InMemoryData) -> None:
-        if record["epoch"] in settings["snr_epochs"]:
-            snr_log.append({"epoch": record["epoch"], "step": record["step"],
-                            **_snr(settings, vae, estimator, dataset)})  # fmt: skip
+def psis(settings: Settings, parts: Parts) -> dict[str, Any]:
+    """PSIS k-hat and importance ESS of the guide on test points spread over the set."""
+    vae, dataset = parts.vae, parts.dataset
+    idx = spread(dataset.num_test, settings["psis_points"], dataset.device)
+    found = [importance_diagnostics(vae.model, vae.guide, dataset.test[chunk], num_samples=settings["psis_samples"])
+             for chunk in idx.split(50)]  # fmt: skip
+    khat = np.concatenate([d["khat"] for d in found])
+    ess = np.concatenate([d["ess"] for d in found])
+    finite = khat[np.isfinite(khat)]
+    return {
+        "psis": {"khat_median": float(np.median(khat)), "khat_above_0.7": float((khat > 0.7).mean()),
+                 "khat_mean_finite": float(finite.mean()) if finite.size else None, "ess_mean": float(ess.mean()),
+                 "samples": settings["psis_samples"]},
+        "psis_points": {"khat": khat.tolist(), "ess": ess.tolist(), "psis_index": idx.cpu().tolist()},
+    }  # fmt: skip
 
-    result = train(config, cell_dir / "run", evaluate=False, after_epoch=measure)
-    vae, cfg = result.vae, result.config
-    device = next(vae.parameters()).device
-    from ..estimators import make
-    from ..training import load_images
 
-    dataset = InMemoryData(load_images(cfg), vae.likelihood, cfg.binarization, device, cfg.seed)
-    estimator = make(cfg.estimator, num_particles=cfg.num_particles, **cfg.estimator_options)
-    vae.eval()
-    with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
-        last = result.metrics[-1]
-        if not snr_log or snr_log[-1]["epoch"] != last["epoch"]:
-            snr_log.append({"epoch": last["epoch"], "step": last["step"],
-                            **_snr(settings, vae, estimator, dataset)})  # fmt: skip
-        t = time.perf_counter()
-        evaluation = evaluate_model(
-            vae.model, vae.guide, dataset.test_batches(cfg.eval_batch_size),
-            num_particles=getattr(estimator, "num_draws", cfg.num_particles),
-            num_samples=settings["eval_num_samples"], chunk_size=cfg.eval_chunk_size, per_point=True,
-        )  # fmt: skip
-        points = evaluation.pop("points")
-        idx = _spread(dataset.num_test, settings["psis_points"], device)
-        khat, ess = [], []
-        for chunk in idx.split(50):
-            d = importance_diagnostics(vae.model, vae.guide, dataset.test[chunk],
-                                       num_samples=settings["psis_samples"])  # fmt: skip
-            khat.append(d["khat"])
-            ess.append(d["ess"])
-        khat, ess = np.concatenate(khat), np.concatenate(ess)
-        gaps: dict[str, Any] = {}  # a guide without per-point parameters (a flow, a hierarchy) has no gaps: "-"
-        gap_idx = _spread(dataset.num_test, settings["gap_points"], device)
-        if hasattr(vae.guide, "local_parameters") and settings["gap_points"]:
-            gaps = amortization_gaps(vae.model, vae.guide, dataset.test[gap_idx], steps=settings["gap_steps"],
-                                     num_samples=min(settings["eval_num_samples"], 1000))  # fmt: skip
-        else:
-            gap_idx = gap_idx[:0]
-        ais_result: dict[str, Any] = {}
-        ais_idx = _spread(dataset.num_test, settings.get("ais_points", 0), device)
-        if settings.get("ais_points", 0):  # beside the IS estimate of the same points, computed above
-            is_points = torch.tensor(points["log_likelihood"], device=device)[ais_idx]
-            ais_result = ais_against_is(
-                vae, dataset.test[ais_idx], num_samples=settings["eval_num_samples"], chunk_size=cfg.eval_chunk_size,
-                batch_size=cfg.eval_batch_size, is_points=is_points, num_steps=settings["ais_steps"],
-                num_chains=settings["ais_chains"], hmc_steps=settings["ais_hmc_steps"],
-            )  # fmt: skip
-        diag_seconds = time.perf_counter() - t
-        with torch.no_grad():
-            save_grid(cell_dir / "samples.png", vae.sample(64) / (255.0 if dataset.kind == "counts" else 1.0),
-                      dataset.images.image_shape)  # fmt: skip
+def gaps(settings: Settings, parts: Parts) -> dict[str, Any]:
+    """The approximation and amortization gaps; a guide without per-point parameters (a flow, a
+    hierarchy) has none, and the report shows "-"."""
+    vae, dataset = parts.vae, parts.dataset
+    idx = spread(dataset.num_test, settings["gap_points"], dataset.device)
+    if not hasattr(vae.guide, "local_parameters") or not settings["gap_points"]:
+        return {"gaps": {}, "gap_points": {"gap_index": []}}
+    found = amortization_gaps(vae.model, vae.guide, dataset.test[idx], steps=settings["gap_steps"],
+                              num_samples=min(settings["eval_num_samples"], 1000))  # fmt: skip
+    per_point = {f"gap_{k}": v.cpu().tolist() for k, v in found.items()}
+    return {"gaps": {k: float(v.mean()) for k, v in found.items()},
+            "gap_points": {"gap_index": idx.cpu().tolist(), **per_point}}  # fmt: skip
 
+
+def ais(settings: Settings, parts: Parts, points: dict[str, Any]) -> dict[str, Any]:
+    """AIS log p(x) on test points spread over the set, beside their IS estimate computed above."""
+    if not settings.get("ais_points", 0):
+        return {"ais": {}, "ais_points": {}}
+    cfg, dataset = parts.config, parts.dataset
+    idx = spread(dataset.num_test, settings["ais_points"], dataset.device)
+    is_points = torch.tensor(points["log_likelihood"], device=dataset.device)[idx]
+    found = ais_against_is(
+        parts.vae, dataset.test[idx], num_samples=settings["eval_num_samples"], chunk_size=cfg.eval_chunk_size,
+        batch_size=cfg.eval_batch_size, is_points=is_points, num_steps=settings["ais_steps"],
+        num_chains=settings["ais_chains"], hmc_steps=settings["ais_hmc_steps"],
+    )  # fmt: skip
+    return {"ais": {k: v for k, v in found.items() if k != "points"},
+            "ais_points": {"ais_index": idx.cpu().tolist(), "ais": found["points"]["ais"]}}  # fmt: skip
+
+
+def summary(result: TrainResult, found: dict[str, Any], snr_log: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cell's result: the training curves and budget used, the evaluation and diagnostics."""
     epochs = [m for m in result.metrics if m["epoch"] > 0]
-    finite_khat = khat[np.isfinite(khat)]
-    out = {
-        "cell": settings["cell"],
-        "config": cfg.to_dict(),
+    return {
         "metrics": result.metrics,
-        "evaluation": evaluation,
+        "evaluation": found["evaluation"],
         "epochs": epochs[-1]["epoch"] if epochs else 0,
         "steps": epochs[-1]["step"] if epochs else 0,
         "seconds_per_epoch": float(np.mean([m["seconds"] for m in epochs])) if epochs else 0.0,
         "train_seconds": float(sum(m["seconds"] for m in epochs)),
         "snr": snr_log,
-        "psis": {
-            "khat_median": float(np.median(khat)),
-            "khat_above_0.7": float((khat > 0.7).mean()),
-            "khat_mean_finite": float(finite_khat.mean()) if finite_khat.size else None,
-            "ess_mean": float(ess.mean()),
-            "samples": settings["psis_samples"],
-        },  # fmt: skip
-        "gaps": {k: float(v.mean()) for k, v in gaps.items()},
-        "ais": {k: v for k, v in ais_result.items() if k != "points"},
-        "points": {
-            **points,
-            "khat": khat.tolist(),
-            "ess": ess.tolist(),
-            "psis_index": idx.cpu().tolist(),
-            "gap_index": gap_idx.cpu().tolist(),
-            **{f"gap_{k}": v.cpu().tolist() for k, v in gaps.items()},
-            **({"ais_index": ais_idx.cpu().tolist(), "ais": ais_result["points"]["ais"]} if ais_result else {}),
-        },  # fmt: skip
-        "diagnostics_seconds": diag_seconds,
-        "seconds": time.perf_counter() - start,
+        "psis": found["psis"],
+        "gaps": found["gaps"],
+        "ais": found["ais"],
+        "points": {**found["points"], **found["psis_points"], **found["gap_points"], **found["ais_points"]},
+        "diagnostics_seconds": found["diagnostics_seconds"],
     }
-    if cfg.tracking:  # the cell's diagnostics beside its training curves, in the same tracked run
-        with open_tracker(cfg.tracking, cell_dir / "run", uri=cfg.tracking_uri, resume=True) as tracker:
-            for record in snr_log:
-                tracker.log_scalars(
-                    {"snr": {g: record[g]["mean_snr"] for g in ("encoder", "decoder")}}, record["epoch"]
-                )
-            tracker.log_scalars({"psis": out["psis"], "gaps": out["gaps"], "ais": out["ais"]}, out["epochs"])
-    tmp = cell_dir / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(out) + "\n")
-    os.replace(tmp, cell_dir / RESULT_FILE)
-    return out
+
+
+def track(result: TrainResult, out: dict[str, Any], snr_log: list[dict[str, Any]]) -> None:
+    cfg = result.config
+    with open_tracker(cfg.tracking, result.run_dir, uri=cfg.tracking_uri, resume=True) as tracker:
+        for record in snr_log:
+            tracker.log_scalars({"snr": {g: record[g]["mean_snr"] for g in ("encoder", "decoder")}}, record["epoch"])
+        tracker.log_scalars({"psis": out["psis"], "gaps": out["gaps"], "ais": out["ais"]}, out["epochs"])

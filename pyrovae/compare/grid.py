@@ -12,6 +12,9 @@ from typing import Any
 from .. import estimators, likelihoods
 from ..config import FIELDS, from_dict, parse_value, toml_value, tomllib
 from ..errors import ConfigError
+from ..evaluation.ais import check_options
+from ..run import check_config
+from .ray_backend import import_ray
 
 BUDGETS = {"epochs": "epochs", "steps": "max_steps", "seconds": "max_seconds"}
 BACKENDS = ("process", "ray")
@@ -58,11 +61,6 @@ class EstimatorSpec:
     def validate(self) -> EstimatorSpec:
         estimators.make(self.name, num_particles=self.num_particles, **dict(self.options))
         return self
-
-    @property
-    def variant_dict(self) -> dict[str, Any]:
-        """The variant as config values (lists as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.variant}
 
     @property
     def label(self) -> str:
@@ -158,7 +156,7 @@ class GridSpec:
                 raise ConfigError(f"vary {key!r} needs a non-empty list of values, got {values!r}")
             if len({toml_value(v) for v in values}) != len(values):
                 raise ConfigError(f"vary {key!r} lists a value twice: {values!r}")
-        from_dict(self.base).validate()
+        check_config(from_dict(self.base))
         if self.psis_samples < 100:
             raise ConfigError(f"psis_samples must be >= 100, got {self.psis_samples}")
         if self.workers < 1:
@@ -166,15 +164,11 @@ class GridSpec:
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
         if self.backend == "ray":  # a missing extra: one line, before anything is written
-            from .ray_backend import import_ray
-
             import_ray()
         if not self.cell_cpus > 0 or not self.cell_gpus >= 0:
             raise ConfigError(f"cell_cpus must be > 0 and cell_gpus >= 0, got {self.cell_cpus} and {self.cell_gpus}")
         if not isinstance(self.ais_points, int) or self.ais_points < 0:
             raise ConfigError(f"ais_points must be an integer >= 0 (0: no AIS), got {self.ais_points!r}")
-        from ..evaluation.ais import check_options
-
         check_options(self.ais_steps, self.ais_chains, self.ais_hmc_steps, 0.05, 0.65, "guide", "sigmoid")
         if len({c.id for c in self.cells()}) != len(self.cells()):
             raise ConfigError("two cells of the grid are the same; list each estimator spec once")
@@ -203,7 +197,7 @@ class GridSpec:
         else:
             cfg["epochs"] = UNLIMITED_EPOCHS
             cfg[BUDGETS[unit]] = int(amount) if unit == "steps" else float(amount)
-        return from_dict(cfg).validate().to_dict()
+        return check_config(from_dict(cfg)).to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

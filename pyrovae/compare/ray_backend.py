@@ -14,13 +14,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from ..errors import ConfigError
 from .cell import run_cell
 
 
 def _cell_task(cell_dir: str, config: dict[str, Any], settings: dict[str, Any], threads: int) -> str:
     import ray
-    import torch
 
     torch.set_num_threads(threads)
     if not ray.get_gpu_ids() and config.get("device") != "cpu":  # no GPU asked for: none used

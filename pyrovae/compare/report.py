@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import matplotlib.image
 import numpy as np
+import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -189,8 +190,6 @@ def plot_samples(path: Path, out: Path, results: list[dict[str, Any]]) -> None:
 def write_netcdf(path: Path, results: list[dict[str, Any]], table_rows: list[dict[str, Any]], spec_text: str) -> None:
     """The raw per-cell results as an xarray Dataset: scalars per cell, values per test point,
     learning curves per epoch (NaN where a cell has fewer epochs)."""
-    import xarray as xr
-
     ids = [r["cell"]["id"] for r in results]
 
     def padded(key_fn: Any, n: int) -> np.ndarray:

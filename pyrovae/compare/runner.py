@@ -14,9 +14,11 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..training import check_run_dir
+from ..run import RunDir
+from ..run.atomic import write_atomic
 from .cell import RESULT_FILE, run_cell
 from .grid import Cell, GridSpec
+from .ray_backend import run_on_ray
 from .report import write_report
 
 SPEC_FILE = "comparison.toml"
@@ -73,24 +75,41 @@ def compare(
     """
     spec = spec if isinstance(spec, GridSpec) else GridSpec.from_dict(spec)
     out = Path(out)
-    check_run_dir(out, create=True)
+    _claim(out, spec)
+    cells = spec.cells()
+    jobs = _jobs(out, spec, [cell for cell in cells if _todo(out / "cells" / cell.id)])
+    if spec.backend == "ray":
+        run_on_ray(jobs, address=spec.address, cpus=spec.cell_cpus, gpus=spec.cell_gpus, on_done=on_cell)
+    elif spec.workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            on_done(_run(*job), on_cell)
+    else:
+        _run_in_processes(jobs, spec.workers, on_cell)
+    results = [json.loads((out / "cells" / c.id / RESULT_FILE).read_text()) for c in cells]
+    return write_report(out, spec, results)
+
+
+def _claim(out: Path, spec: GridSpec) -> None:
+    """The comparison directory, holding this specification (one line if it holds another)."""
+    RunDir(out).check_writable(create=True)
     spec_text = spec.to_toml()
     saved = out / SPEC_FILE
     if saved.exists() and saved.read_text() != spec_text and _saved_spec(saved) != spec.identity():
         raise ConfigError(f"{out} holds a different comparison ({saved}); use another --out or the same specification")
-    saved.write_text(spec_text)
+    write_atomic(saved, spec_text)
 
-    cells = spec.cells()
-    todo = []
-    for cell in cells:
-        cell_dir = out / "cells" / cell.id
-        if (cell_dir / RESULT_FILE).exists():
-            continue
-        if cell_dir.exists():  # an interrupted cell: start it again from nothing
-            shutil.rmtree(cell_dir)
-        cell_dir.mkdir(parents=True)
-        todo.append(cell)
 
+def _todo(cell_dir: Path) -> bool:
+    """Whether a cell still has to run; a cell an interruption left half-done starts again from nothing."""
+    if (cell_dir / RESULT_FILE).exists():
+        return False
+    if cell_dir.exists():
+        shutil.rmtree(cell_dir)
+    cell_dir.mkdir(parents=True)
+    return True
+
+
+def _jobs(out: Path, spec: GridSpec, todo: list[Cell]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     devices = _devices(len(todo)) if spec.backend == "process" else [None] * len(todo)  # Ray places its own
     jobs = []
     for cell, device in zip(todo, devices, strict=True):
@@ -98,26 +117,19 @@ def compare(
         if device is not None:
             config["device"] = device
         jobs.append((str(out / "cells" / cell.id), config, _settings(spec, cell)))
+    return jobs
 
-    if spec.backend == "ray":
-        from .ray_backend import run_on_ray
 
-        run_on_ray(jobs, address=spec.address, cpus=spec.cell_cpus, gpus=spec.cell_gpus, on_done=on_cell)
-    elif spec.workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            _run(*job)
-            if on_cell is not None:
-                on_cell(job[2]["cell"]["id"])
-    else:
-        threads = max(1, (os.cpu_count() or 1) // spec.workers)
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(spec.workers, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(threads,)) as pool:  # fmt: skip
-            futures = [pool.submit(_run, *job) for job in jobs]
-            for f in as_completed(futures):
-                cell_id = f.result()
-                if on_cell is not None:
-                    on_cell(cell_id)
+def _run_in_processes(jobs: list[tuple[str, dict[str, Any], dict[str, Any]]], workers: int,
+                      on_cell: Callable[[str], None] | None) -> None:  # fmt: skip
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
+        futures = [pool.submit(_run, *job) for job in jobs]
+        for f in as_completed(futures):
+            on_done(f.result(), on_cell)
 
-    results = [json.loads((out / "cells" / c.id / RESULT_FILE).read_text()) for c in cells]
-    return write_report(out, spec, results)
+
+def on_done(cell_id: str, on_cell: Callable[[str], None] | None) -> None:
+    if on_cell is not None:
+        on_cell(cell_id)

@@ -24,6 +24,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 
 from ..errors import DataError
 from .files import DataFile, default_folder, fetch, read_verified
@@ -48,8 +49,6 @@ def load_omniglot(path: str | Path | None = None, progress: bool = False) -> Ima
     """Omniglot (Burda et al.'s split), grey levels ``[24345, 784]`` and ``[8070, 784]`` with
     alphabet labels, from the folder ``path`` (default ``$PYROVAE_DATA/omniglot``), downloading
     ``chardata.mat`` if missing once its SHA-256 is pinned (see the module's docstring)."""
-    import scipy.io  # a quarter of a second to import: only when Omniglot is loaded
-
     folder = Path(path) if path is not None else default_folder("omniglot")
     fetch("omniglot", [FILE], folder, progress)
     where = folder / FILE.name

@@ -24,14 +24,17 @@ from . import (  # noqa: F401 - each import registers its estimator
     stl,
     vimco,
 )
+from .analytic_elbo import AnalyticELBO
 from .base import REGISTRY, Estimator, path_surrogate, scaled_sum
 from .direct import DirectGuide, DirectLogWeights, DirectModel
 from .draw import draw
+from .fast_path import fast_path
 from .layered import LayeredGuide, LayeredLogWeights, LayeredModel
 from .traced import SubsamplePin, TracedLogWeights
 from .weights import LogWeights, logmeanexp
 
 __all__ = [
+    "AnalyticELBO",
     "DirectGuide",
     "DirectLogWeights",
     "DirectModel",
@@ -43,6 +46,7 @@ __all__ = [
     "SubsamplePin",
     "TracedLogWeights",
     "draw",
+    "fast_path",
     "logmeanexp",
     "make",
     "names",

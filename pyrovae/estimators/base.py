@@ -12,8 +12,8 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..registry import Registry
-from .direct import applies
 from .draw import draw
+from .fast_path import fast_path
 from .traced import TracedLogWeights, guess_max_plate_nesting
 from .weights import LogWeights
 
@@ -53,7 +53,7 @@ class Estimator(ELBO):
         kl_warmup, kl_warmup_unit, kl_warmup_start: KL warm-up: beta rises linearly from
             ``kl_warmup_start`` to ``kl_weight`` over ``kl_warmup`` "steps" or "epochs".
         fast_path: compute the log weights directly, without tracing, for a model and guide
-            that offer it (pyrovae's VAE; :mod:`pyrovae.estimators.direct`; the same numbers);
+            that offer it (pyrovae's VAE; :mod:`pyrovae.estimators.fast_path`; the same numbers);
             False always traces. None takes ``Estimator.fast_path_default`` (True).
     """
 
@@ -98,10 +98,6 @@ class Estimator(ELBO):
         return f"{type(self).__name__}(num_particles={self.num_particles})"
 
     # -- shared machinery ---------------------------------------------------------------------
-    def uses_fast_path(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> bool:
-        """Whether ``log_weights`` skips tracing for this model and guide (pyrovae's VAE)."""
-        return self.fast_path and applies(model, guide, args, kwargs)
-
     def plate_nesting(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> int:
         if self.max_plate_nesting is not None:
             return self.max_plate_nesting
@@ -121,7 +117,7 @@ class Estimator(ELBO):
         for_gradient: bool = True,
     ) -> LogWeights:
         """Draw the particles; ``for_gradient`` adds the gradient machinery the estimator needs."""
-        fast = self.uses_fast_path(model, guide, args, kwargs)
+        fast = self.fast_path and fast_path(model, guide, args, kwargs) is not None
         w = draw(
             model, guide, args, kwargs, fast=fast,
             num_particles=num_particles or self.num_draws,

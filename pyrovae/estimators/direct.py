@@ -8,23 +8,19 @@ The log weights are then one rsample of q, the model's terms and q's log density
 tensors the traced path builds, from the same random numbers in the same order, read by every
 estimator through the same :class:`~pyrovae.estimators.weights.LogWeights` interface.
 
-A class whose ``forward`` is redefined below the class that wrote its direct computation changes
-what it samples without saying how to compute it directly, so it is traced (:func:`applies`).
+Whether a pair takes this path is decided in one place,
+:func:`pyrovae.estimators.fast_path.fast_path`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from pyro.distributions import TorchDistribution
-from pyro.poutine.runtime import _PYRO_STACK
-from pyro.poutine.trace_messenger import TraceMessenger
 from torch import Tensor
 from torch.distributions import kl_divergence
 
-from ..vae import data_scale, register_module
-from .traced import SubsamplePin
+from ..plates import data_scale, register_module
 from .weights import LogWeights, hooked_view
 
 
@@ -55,60 +51,6 @@ class DirectGuide(Protocol):
 
 MODEL_METHODS = ("prior", "log_prob_terms")
 GUIDE_METHODS = ("distribution",)
-
-
-def _definer(cls: type, attr: str) -> type | None:
-    return next((klass for klass in cls.__mro__ if attr in vars(klass)), None)
-
-
-def computes_what_it_samples(obj: Any, methods: tuple[str, ...]) -> bool:
-    """Whether ``obj`` has each direct method, written for the ``forward`` it runs: defined in the
-    class that defines ``forward`` or below it. A subclass that overrides ``forward`` (what it
-    samples) but not the direct computation fails this, as does an instance whose ``forward`` was
-    replaced; one that overrides ``prior()`` or ``distribution()`` passes, since both paths are
-    built from them."""
-    if any(name in vars(obj) for name in ("forward", *methods)):
-        return False
-    cls = type(obj)
-    forward = _definer(cls, "forward")
-    if forward is None:
-        return False
-    for method in methods:
-        owner = _definer(cls, method)
-        if owner is None or not issubclass(owner, forward):
-            return False
-    return hasattr(obj, "pyro_name")
-
-
-def offers_direct(model: Callable, guide: Callable) -> bool:
-    """Whether ``model`` and ``guide`` compute their log densities directly, for what they sample:
-    one latent site (:class:`DirectModel` and :class:`DirectGuide`) or several in layers
-    (:class:`~pyrovae.estimators.layered.LayeredModel` and ``LayeredGuide``); checked by attribute, as
-    a Protocol's isinstance would cost more than the rest of this check at every step."""
-    return offers_single(model, guide) or offers_layered(model, guide)
-
-
-def offers_single(model: Callable, guide: Callable) -> bool:
-    return computes_what_it_samples(model, MODEL_METHODS) and computes_what_it_samples(guide, GUIDE_METHODS)
-
-
-def offers_layered(model: Callable, guide: Callable) -> bool:
-    from . import layered
-
-    return (computes_what_it_samples(model, layered.MODEL_METHODS)
-            and computes_what_it_samples(guide, layered.GUIDE_METHODS))  # fmt: skip
-
-
-def applies(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> bool:
-    """Whether the direct path computes exactly what tracing ``model`` and ``guide`` would."""
-    if not offers_direct(model, guide):
-        return False
-    if len(args) != 1 or not isinstance(args[0], Tensor) or set(kwargs) - {"num_data"}:
-        return False
-    # an active handler (poutine.scale, condition, ...) changes the model; SVI's capture of
-    # parameter sites does not (the modules still register their parameters for it), nor does a
-    # SubsamplePin (the VAE's plate is given its indices)
-    return all(isinstance(m, SubsamplePin) or (isinstance(m, TraceMessenger) and m.param_only) for m in _PYRO_STACK)
 
 
 class DirectLogWeights(LogWeights):

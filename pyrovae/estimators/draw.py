@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .direct import DirectLogWeights, applies, offers_single
-from .layered import LayeredLogWeights
+from .fast_path import fast_path
 from .traced import SubsamplePin, TracedLogWeights, guess_max_plate_nesting
 from .weights import LogWeights
 
@@ -18,7 +17,7 @@ def draw(
     *,
     num_particles: int,
     max_plate_nesting: int | None = None,
-    fast: bool | None = None,
+    fast: bool = True,
     detach_latents: bool = False,
     grad_scale_latents: bool = False,
     pin: SubsamplePin | None = None,
@@ -26,8 +25,8 @@ def draw(
 ) -> LogWeights:
     """Draw ``num_particles`` particles of the guide and return their :class:`LogWeights`.
 
-    Estimators, the log-likelihood and the diagnostics all draw here. ``fast``: None checks
-    :func:`~pyrovae.estimators.direct.applies`, True or False says it was decided already.
+    Estimators, the log-likelihood and the diagnostics all draw here. ``fast``: take the fast path
+    where :func:`~pyrovae.estimators.fast_path.fast_path` finds one (False: always trace).
     ``detach_latents``: the model and log q see z with its path to the guide cut (RWS).
     ``grad_scale_latents``: make ``scale_latent_grads`` available (DReG). ``pin``: score the data
     points an earlier traced draw scored (its ``pin``), for plates that draw their own subsample.
@@ -35,9 +34,9 @@ def draw(
     ``poutine.scale`` around part of it); None for a bound linear in the log weights, which
     carries a scale per site.
     """
-    if fast if fast is not None else applies(model, guide, args, kwargs):
-        producer = DirectLogWeights if offers_single(model, guide) else LayeredLogWeights
-        return producer(model, guide, *args, **kwargs, num_particles=num_particles,  # type: ignore[arg-type]
+    producer = fast_path(model, guide, args, kwargs) if fast else None
+    if producer is not None:
+        return producer(model, guide, *args, **kwargs, num_particles=num_particles,  # type: ignore[call-arg]
                         detach_latents=detach_latents, grad_scale_latents=grad_scale_latents)  # fmt: skip
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)

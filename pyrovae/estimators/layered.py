@@ -13,7 +13,7 @@ numbers in the same order as tracing them and computes the same tensors: the pro
 :class:`LayeredLogWeights` mirrors :class:`~pyrovae.estimators.traced.TracedLogWeights` site by
 site (detached latents for RWS, the model's hooked view of each latent for DReG, log q at stopped
 parents, score-function terms for sites that cannot be reparameterized, the closed-form KL where
-the traced path takes it). :func:`pyrovae.estimators.direct.applies` decides when it applies.
+the traced path takes it). :func:`pyrovae.estimators.fast_path.fast_path` decides when it applies.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.distributions import kl_divergence
 
 from ..errors import ModelStructureError
-from ..vae import data_scale, register_module
+from ..plates import data_scale, register_module
 from .weights import LogWeights, hooked_view
 
 

@@ -1,8 +1,8 @@
 """Evaluation: importance-sampled and annealed log-likelihood, and the metrics of a trained VAE."""
 
 from .ais import AISResult, ais
+from .ais_against_is import ais_against_is
 from .log_likelihood import log_likelihood
-from .metrics import active_units, evaluate_model
-from .report import evaluate_loaded, evaluate_run
+from .metrics import active_units, bits_per_dim, evaluate_model
 
-__all__ = ["AISResult", "active_units", "ais", "evaluate_loaded", "evaluate_model", "evaluate_run", "log_likelihood"]
+__all__ = ["AISResult", "active_units", "ais", "ais_against_is", "bits_per_dim", "evaluate_model", "log_likelihood"]

@@ -32,7 +32,8 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import IndependentTransform, Transform, identity_transform
 
 from ..errors import ConfigError, ModelStructureError
-from ..estimators.direct import applies, offers_single
+from ..estimators.direct import DirectLogWeights
+from ..estimators.fast_path import fast_path
 from ..estimators.structure import counted_model_sites, find_data_plate, require_density
 from ..estimators.traced import (
     SubsamplePin,
@@ -231,7 +232,7 @@ def densities(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
     (``init``: "guide" or "prior"): the direct producer where the pair offers it, tracing elsewhere."""
     if init not in INITS:
         raise ConfigError(f"unknown initial distribution {init!r}; valid: {', '.join(INITS)}")
-    if applies(model, guide, args, kwargs) and offers_single(model, guide):  # its plate takes no pin
+    if fast_path(model, guide, args, kwargs) is DirectLogWeights:  # its plate takes no pin
         return DirectDensities(model, guide, args[0], num_chains, init)
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)

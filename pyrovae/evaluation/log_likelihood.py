@@ -10,9 +10,10 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..estimators.direct import applies
 from ..estimators.draw import draw
+from ..estimators.fast_path import fast_path
 from ..estimators.traced import SubsamplePin, guess_max_plate_nesting
+from .ais import ais
 
 METHODS = ("is", "ais")
 AIS_OPTIONS = ("num_steps", "num_chains", "hmc_steps", "step_size", "target_accept", "schedule", "init", "adapt",
@@ -54,15 +55,13 @@ def log_likelihood(
     if method not in METHODS:
         raise ConfigError(f"unknown log-likelihood method {method!r}; valid: {', '.join(METHODS)}")
     if method == "ais":
-        from .ais import ais
-
         options = {k: kwargs.pop(k) for k in AIS_OPTIONS if k in kwargs}
         if subsample_pin is not None:
             raise ConfigError("method='ais' draws its own data points once; subsample_pin is for method='is'")
         return ais(model, guide, *args, max_plate_nesting=max_plate_nesting, **options, **kwargs).log_likelihood
     if num_samples < 1 or chunk_size < 1:
         raise ConfigError(f"num_samples and chunk_size must be >= 1, got {num_samples} and {chunk_size}")
-    fast = applies(model, guide, args, kwargs)
+    fast = fast_path(model, guide, args, kwargs) is not None
     if max_plate_nesting is None and not fast:
         max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
     pin = SubsamplePin() if subsample_pin is None else subsample_pin

@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 
 from ..distributed import SINGLE, Group
 from ..errors import ConfigError
-from ..estimators.direct import applies
 from ..estimators.draw import draw
+from ..estimators.fast_path import fast_path
 from ..estimators.traced import SubsamplePin, guess_max_plate_nesting
 from ..estimators.weights import logmeanexp
 from .log_likelihood import log_likelihood
@@ -95,7 +95,7 @@ def evaluate_model(
         for x in batches:
             args = (x,)
             if nesting is None:
-                fast = applies(model, guide, args, kwargs)
+                fast = fast_path(model, guide, args, kwargs) is not None
                 nesting = 1 if fast else guess_max_plate_nesting(model, guide, args, kwargs)
             pin = SubsamplePin()  # every measure of this batch on the same data points
             w = draw(model, guide, args, kwargs, num_particles=elbo_particles, max_plate_nesting=nesting, pin=pin,

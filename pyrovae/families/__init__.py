@@ -1,183 +1,38 @@
 """Model families beyond one Gaussian latent: the latent layers, the guide and the prior of a run.
 
-Each is declared by config keys and is one file here: ``hierarchical.py`` (stochastic layers
+Each is declared by config keys and is one file here: ``gaussian.py`` (the one-Gaussian-latent
+VAE's model and guide, which the others build on), ``hierarchical.py`` (stochastic layers
 ``latents = [100, 50]``, Gaussian or Bernoulli units), ``flows.py`` (flow guides: ``guide = "iaf"``
 or ``"spline"``), ``vamp.py`` and ``mixture.py`` (learned priors: ``prior = "vamp"`` or
-``"mog"``). :func:`check` refuses a combination that cannot work, in one line with the valid
-choices; :func:`build` makes the model/guide pair. Every family is a plain Pyro model/guide pair,
-so every estimator that applies runs on it (traced, or on the fast path where the family provides
-one).
+``"mog"``); ``family.py`` holds the keys (:class:`Family`), refuses a combination that cannot
+work and builds the pair. Every family is a plain Pyro model/guide pair, so every estimator that
+applies runs on it (traced, or on the fast path where the family provides one).
 """
 
-from __future__ import annotations
-
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
-
-from ..errors import ConfigError
-from ..likelihoods import Likelihood
+from .family import FAMILIES, FLOWS, GUIDES, LATENTS, MIXTURES, PRIORS, Family, build, check_family
 from .flows import FlowGuide, FlowLayer
+from .gaussian import VAEGuide, VAEModel, check_device
 from .hierarchical import HierarchicalGuide, HierarchicalModel
 from .mixture import MixturePriorModel
 from .vamp import VampPriorModel
 
 __all__ = [
     "FAMILIES",
+    "FLOWS",
+    "GUIDES",
+    "LATENTS",
+    "MIXTURES",
+    "PRIORS",
     "Family",
     "FlowGuide",
     "FlowLayer",
     "HierarchicalGuide",
     "HierarchicalModel",
     "MixturePriorModel",
+    "VAEGuide",
+    "VAEModel",
     "VampPriorModel",
     "build",
-    "check",
+    "check_device",
     "check_family",
 ]
-
-LATENTS = ("gaussian", "bernoulli")
-GUIDES = ("gaussian", "iaf", "spline")
-PRIORS = ("gaussian", "vamp", "mog")
-FLOWS = ("iaf", "spline")
-MIXTURES = ("vamp", "mog")
-
-# name: (what it is, the config keys it reads)
-FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "latents=[d1,d2,...]": ("stochastic layers, bottom-up guide (Burda et al. 2016)", ("latents", "hidden")),
-    "latent=bernoulli": ("binary units, a sigmoid belief net (Mnih & Rezende 2016)", ("latents", "z_dim")),
-    "guide=iaf": ("inverse autoregressive flow guide (Kingma et al. 2016)", ("flow_layers", "flow_hidden")),
-    "guide=spline": ("neural spline autoregressive flow guide (Durkan et al. 2019)", ("flow_layers", "flow_hidden")),
-    "prior=vamp": ("VampPrior: the guide at learned pseudo-inputs (Tomczak & Welling 2018)", ("prior_components",)),
-    "prior=mog": ("a learned mixture of Gaussians prior", ("prior_components",)),
-}
-
-
-@dataclass(frozen=True)
-class Family:
-    """The model family keys of a config (see :mod:`pyrovae.config` for each one's meaning)."""
-
-    latents: tuple[int, ...] = ()
-    latent: str = "gaussian"
-    guide: str = "gaussian"
-    flow_layers: int = 2
-    flow_hidden: tuple[int, ...] = (200,)
-    prior: str = "gaussian"
-    prior_components: int = 500
-
-    @classmethod
-    def of(cls, cfg: Any) -> Family:
-        return cls(tuple(cfg.latents), cfg.latent, cfg.guide, cfg.flow_layers, tuple(cfg.flow_hidden), cfg.prior,
-                   cfg.prior_components)  # fmt: skip
-
-    @property
-    def is_default(self) -> bool:
-        """Whether this is pyrovae's VAE: one Gaussian latent layer, Gaussian guide, N(0, I) prior."""
-        return len(self.latents) <= 1 and (self.latent, self.guide, self.prior) == ("gaussian",) * 3
-
-
-def check(cfg: Any) -> None:
-    """Refuse unknown families, bad options and impossible combinations, one line each."""
-    family = Family.of(cfg)
-    check_family(family, cfg.architecture, cfg.z_dim)
-    if family.is_default:
-        return
-    if cfg.latent == "bernoulli":
-        _check_score_function(cfg)
-    if cfg.estimator == "analytic_elbo" and (cfg.guide in FLOWS or cfg.prior in MIXTURES):
-        what = f"guide {cfg.guide!r}" if cfg.guide in FLOWS else f"prior {cfg.prior!r}"
-        raise ConfigError(f"estimator 'analytic_elbo' needs a closed-form KL, which a {what} does not have; "
-                          "use 'elbo' (the same bound, Monte Carlo KL)")  # fmt: skip
-
-
-def check_family(cfg: Family, architecture: str = "mlp", z_dim: int = 50) -> None:
-    """The family's own checks: names, sizes, combinations (without the estimator)."""
-    for key, valid in (("latent", LATENTS), ("guide", GUIDES), ("prior", PRIORS)):
-        if getattr(cfg, key) not in valid:
-            raise ConfigError(f"unknown {key} {getattr(cfg, key)!r}; valid: {', '.join(valid)}")
-    if any(d < 1 for d in cfg.latents):
-        raise ConfigError(f"latents sizes must be >= 1, got {list(cfg.latents)}")
-    bottom = cfg.latents[0] if cfg.latents else z_dim
-    if cfg.flow_layers < 1 or not cfg.flow_hidden or any(h < 1 for h in cfg.flow_hidden):
-        raise ConfigError(f"flow_layers must be >= 1 and flow_hidden a non-empty list of sizes >= 1, got "
-                          f"{cfg.flow_layers} and {list(cfg.flow_hidden)}")  # fmt: skip
-    if cfg.guide in FLOWS and any(h < bottom for h in cfg.flow_hidden):
-        raise ConfigError(f"flow_hidden sizes (each flow step's MADE widths) must be >= the flowed layer's size "
-                          f"({bottom}), got {list(cfg.flow_hidden)}")  # fmt: skip
-    if cfg.prior_components < 1:
-        raise ConfigError(f"prior_components must be >= 1, got {cfg.prior_components}")
-    if cfg.is_default:
-        return
-    if architecture != "mlp":
-        raise ConfigError(f"latents/latent/guide/prior other than one gaussian layer use the mlp architecture, "
-                          f"got architecture {architecture!r}")  # fmt: skip
-    if cfg.latent == "bernoulli":
-        if cfg.guide != "gaussian" or cfg.prior != "gaussian":
-            raise ConfigError(f"bernoulli latents take guide 'gaussian' and prior 'gaussian' (their Bernoulli "
-                              f"counterparts), got guide {cfg.guide!r}, prior {cfg.prior!r}: flows and mixture "
-                              "priors need continuous latents")  # fmt: skip
-    if cfg.prior in MIXTURES and len(cfg.latents) > 1:
-        raise ConfigError(f"prior {cfg.prior!r} is one layer's prior; use latents of one size (or z_dim), "
-                          f"got latents {list(cfg.latents)}")  # fmt: skip
-    if cfg.prior == "vamp" and cfg.guide in FLOWS:
-        raise ConfigError(f"prior 'vamp' with guide {cfg.guide!r}: the VampPrior is a mixture of the guide's "
-                          "gaussian; valid with vamp: guide 'gaussian'")  # fmt: skip
-
-
-def _check_score_function(cfg: Any) -> None:
-    from .. import estimators
-
-    if cfg.estimator.startswith(estimators.PYRO_PREFIX):  # Pyro's ELBOs take score functions
-        return
-    est = estimators.make(cfg.estimator, num_particles=cfg.num_particles, **cfg.estimator_options)
-    if not getattr(est, "supports_score_function", False):
-        valid = [n for n in estimators.names() if _takes_score(n, cfg)]
-        raise ConfigError(f"estimator {cfg.estimator!r} needs reparameterized latents and bernoulli latents are "
-                          f"discrete; valid with latent 'bernoulli': {', '.join(valid)}")  # fmt: skip
-
-
-def _takes_score(name: str, cfg: Any) -> bool:
-    from .. import estimators
-
-    try:
-        return bool(getattr(estimators.make(name, num_particles=max(cfg.num_particles, 2)),
-                            "supports_score_function", False))  # fmt: skip
-    except ConfigError:
-        return False
-
-
-def build(
-    family: Family, x_dim: int, z_dim: int, likelihood: Likelihood, hidden: Sequence[int], activation: str, name: str
-) -> tuple[nn.Module, nn.Module]:
-    """The (model, guide) pair of ``family``; parameter names start with ``name``."""
-    from ..networks import MLPDecoder, MLPEncoder
-    from ..vae import VAEGuide, VAEModel
-
-    check_family(family, "mlp", z_dim)
-    model_name, guide_name = f"{name}.model", f"{name}.guide"
-    flow = {"flow": family.guide, "flow_layers": family.flow_layers, "flow_hidden": family.flow_hidden}
-    if len(family.latents) > 1 or family.latent != "gaussian":
-        latents = family.latents or (z_dim,)
-        model = HierarchicalModel(x_dim, latents, likelihood, hidden, activation, family.latent, name=model_name)
-        guide = HierarchicalGuide(x_dim, latents, hidden, activation, family.latent, likelihood.input_scale,
-                                  name=guide_name)  # fmt: skip
-        if family.guide in FLOWS:  # q(z_1 | x) a flow; the layers above stay Gaussian
-            guide.layers[0] = FlowLayer(FlowGuide(x_dim, latents[0], hidden, activation, **flow,
-                                                  name=f"{guide_name}.flow"))  # fmt: skip
-        return model, guide
-    d = family.latents[0] if family.latents else z_dim
-    if family.guide in FLOWS:
-        guide = FlowGuide(x_dim, d, hidden, activation, likelihood.input_scale, **flow, name=guide_name)
-    else:
-        guide = VAEGuide(MLPEncoder(x_dim, d, hidden, activation, input_scale=likelihood.input_scale), guide_name)
-    decoder = MLPDecoder(d, likelihood.num_params * x_dim, hidden, activation)
-    if family.prior == "vamp":
-        model = VampPriorModel(decoder, likelihood, d, model_name, guide=guide, x_dim=x_dim,
-                               num_components=family.prior_components)  # fmt: skip
-    elif family.prior == "mog":
-        model = MixturePriorModel(decoder, likelihood, d, model_name, num_components=family.prior_components)
-    else:
-        model = VAEModel(decoder, likelihood, d, model_name)
-    return model, guide

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..networks import MLPEncoder
 from ..networks.mlp import activation as make_activation
-from ..vae import _DataPlate, register_module
+from ..plates import DataPlate, register_module
 
 FLOWS = ("iaf", "spline")
 SPLINE_ORDERS = ("linear", "quadratic")
@@ -201,7 +201,7 @@ class FlowGuide(nn.Module):
                 steps.append(ConditionalSplineFlow(z_dim, made, count_bins=k, bound=bound, order=order))
         self.flows = nn.ModuleList(steps)
         self.pyro_name = name if name is not None else f"flowguide{next(_names)}"
-        self._plate = _DataPlate()
+        self._plate = DataPlate()
         if identity_init:
             self.zero_init()
 

@@ -36,7 +36,8 @@ from ..errors import ConfigError
 from ..likelihoods import Likelihood
 from ..networks import GaussianHead
 from ..networks.mlp import activation, mlp
-from ..vae import _check_device, _DataPlate, register_module
+from ..plates import DataPlate, register_module
+from .gaussian import check_device
 
 LATENT_TYPES = ("gaussian", "bernoulli")
 _names = itertools.count()
@@ -148,7 +149,7 @@ class HierarchicalModel(nn.Module):
         self.x_dim = x_dim
         self.sites = tuple(f"z{layer}" for layer in range(len(sizes), 0, -1))  # sampling order: top-down
         self.pyro_name = name if name is not None else f"hierarchical{next(_names)}.model"
-        self._plate = _DataPlate()
+        self._plate = DataPlate()
 
     def _anchor(self) -> Tensor:
         """A tensor on the model's device and dtype."""
@@ -176,7 +177,7 @@ class HierarchicalModel(nn.Module):
         register_module(self.pyro_name, self)
         anchor = self._anchor()
         if x is not None:
-            _check_device(x, anchor)
+            check_device(x, anchor)
             batch_size = x.shape[0]
         elif batch_size is None:
             raise ValueError("the model needs data x or, to generate, a batch_size")
@@ -240,7 +241,7 @@ class HierarchicalGuide(nn.Module):
         self.x_dim = x_dim
         self.sites = tuple(f"z{layer}" for layer in range(1, len(sizes) + 1))  # sampling order: bottom-up
         self.pyro_name = name if name is not None else f"hierarchical{next(_names)}.guide"
-        self._plate = _DataPlate()
+        self._plate = DataPlate()
 
     def _input(self, x: Tensor) -> Tensor:
         return x * self.input_scale if self.input_scale != 1.0 else x

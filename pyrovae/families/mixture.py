@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..likelihoods import Likelihood
-from ..vae import VAEModel
+from .gaussian import VAEModel
 
 
 class MixturePriorModel(VAEModel):

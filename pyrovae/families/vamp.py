@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..likelihoods import Likelihood
-from ..vae import VAEModel
+from .gaussian import VAEModel
 
 # the range of the data each likelihood's loaders produce, where it is bounded (Likelihood.data_kind)
 DATA_BOUNDS = {"binary": (0.0, 1.0), "unit": (0.0, 1.0), "counts": (0.0, 255.0)}

@@ -8,10 +8,13 @@ is not installed refuses in one line that names the pip command.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from ..errors import ConfigError
 from .base import NullTracker, Tracker
+from .mlflow import MLflowTracker
+from .tensorboard import TensorBoardTracker
 
 TRACKERS = ("", "tensorboard", "mlflow")
 EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}  # name: (module, extra)
@@ -22,8 +25,6 @@ def check(name: str) -> None:
     if name not in TRACKERS:
         raise ConfigError(f'unknown tracking {name!r}; valid: none (""), {", ".join(t for t in TRACKERS if t)}')
     if name:
-        import importlib.util
-
         module, extra = EXTRAS[name]
         if importlib.util.find_spec(module) is None:
             raise ConfigError(f'tracking = "{name}" needs {module}, an optional extra: pip install "pyrovae[{extra}]"')
@@ -35,12 +36,8 @@ def open_tracker(
     """The tracker ``name`` for the run in ``run_dir`` (see the module docstring)."""
     check(name)
     if name == "tensorboard":
-        from .tensorboard import TensorBoardTracker
-
         return TensorBoardTracker(Path(uri) if uri else run_dir / "tensorboard")
     if name == "mlflow":
-        from .mlflow import MLflowTracker
-
         return MLflowTracker(run_dir, uri=uri, resume=resume, experiment=experiment)
     return NullTracker()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,4 @@ class MLflowTracker(Tracker):
 
 
 def _now() -> int:
-    import time
-
     return int(time.time() * 1000)

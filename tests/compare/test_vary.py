@@ -135,7 +135,7 @@ def test_the_cli_parses_vary_axes(tmp_path, monkeypatch):
         seen["spec"] = spec
         return {"report": str(tmp_path / "report.md")}
 
-    monkeypatch.setattr("pyrovae.compare.compare", fake_compare)
+    monkeypatch.setattr(cli, "compare", fake_compare)
     argv = ["compare", "--out", str(tmp_path / "cmp"), "--estimators", "elbo", "--seeds", "0", "--steps", "3",
             "--set", "flow_hidden=[16]", "--set", "z_dim=4", "--vary", "guide", "gaussian", "iaf",
             "--vary", "latents", "[8]", "[8,4]", "--vary", "flow-layers", "1", "2"]  # fmt: skip

@@ -12,9 +12,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from models import takes_fast_path
 
 import pyrovae
-from pyrovae import checkpoint, estimators, likelihoods
+from pyrovae import estimators, likelihoods
+from pyrovae.run import checkpoint
 from pyrovae.vae import VAEModel
 
 from .cases import CASES, make
@@ -64,7 +66,7 @@ def step(est, vae, x, seed: int = 3):
 def test_cell(case, likelihood, variant, tmp_path):
     vae, x = vae_and_data(likelihood, variant)
     est = make(case, 3, fast_path=variant != "traced")
-    assert est.uses_fast_path(vae.model, vae.guide, (x,), {"num_data": NUM_DATA}) == (variant != "traced")
+    assert takes_fast_path(est, vae.model, vae.guide, (x,), {"num_data": NUM_DATA}) == (variant != "traced")
 
     loss, grads = step(est, vae, x)
     assert torch.isfinite(loss)

@@ -5,10 +5,11 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
+from models import takes_fast_path
 
 import pyrovae
 from pyrovae import estimators
-from pyrovae.estimators import direct
+from pyrovae.estimators import fast_path
 from pyrovae.vae import VAEGuide, VAEModel
 
 from .test_linear_gaussian import CASES
@@ -41,8 +42,8 @@ def test_same_losses_and_gradients_for_the_same_noise(case, likelihood):
     vae, x = vae_and_data(likelihood)
     fast = estimators.make(name, num_particles=4, fast_path=True, **options)
     traced = estimators.make(name, num_particles=4, fast_path=False, **options)
-    assert fast.uses_fast_path(vae.model, vae.guide, (x,), {"num_data": 40})
-    assert not traced.uses_fast_path(vae.model, vae.guide, (x,), {"num_data": 40})
+    assert takes_fast_path(fast, vae.model, vae.guide, (x,), {"num_data": 40})
+    assert not takes_fast_path(traced, vae.model, vae.guide, (x,), {"num_data": 40})
     (lf, gf), (lt, gt) = run(fast, vae, x), run(traced, vae, x)
     assert lf == pytest.approx(lt, rel=1e-12)
     for a, b in zip(gf, gt, strict=True):
@@ -72,17 +73,17 @@ def test_log_likelihood_and_bounds_agree():
 def test_handlers_switch_the_fast_path_off_but_svi_parameter_capture_does_not():
     vae, x = vae_and_data("bernoulli")
     args, kwargs = (x,), {}
-    assert direct.applies(vae.model, vae.guide, args, kwargs)
+    assert fast_path(vae.model, vae.guide, args, kwargs) is not None
     with poutine.scale(scale=2.0):
-        assert not direct.applies(vae.model, vae.guide, args, kwargs)
+        assert fast_path(vae.model, vae.guide, args, kwargs) is None
     with poutine.trace(param_only=True) as capture:
-        assert direct.applies(vae.model, vae.guide, args, kwargs)
+        assert fast_path(vae.model, vae.guide, args, kwargs) is not None
         estimators.make("elbo").loss(vae.model, vae.guide, x)
     seen = {s["name"] for s in capture.trace.nodes.values() if s["type"] == "param"}  # what SVI optimizes
     own = {f"{vae.name}.{part}$$${n}" for part in ("model", "guide") for n, _ in getattr(vae, part).named_parameters()}
     assert seen == own
-    assert not direct.applies(lambda x: vae.model(x), vae.guide, args, kwargs)
-    assert not direct.applies(vae.model, vae.guide, (x, 3), kwargs)
+    assert fast_path(lambda x: vae.model(x), vae.guide, args, kwargs) is None
+    assert fast_path(vae.model, vae.guide, (x, 3), kwargs) is None
 
 
 def test_svi_on_the_fast_path_trains():
@@ -142,7 +143,7 @@ def losses(model, guide, x, name="elbo"):
 def test_a_subclass_that_changes_only_its_prior_gets_the_traced_result():
     vae, x = vae_and_data("bernoulli")
     model = WidePrior(vae.model.decoder, vae.likelihood, vae.z_dim, vae.model.pyro_name)
-    assert direct.applies(model, vae.guide, (x,), {})
+    assert fast_path(model, vae.guide, (x,), {}) is not None
     got = losses(model, vae.guide, x)
     assert got["default"] == pytest.approx(got["traced"], rel=1e-12)
     assert got["default"] == pytest.approx(got["plain"], rel=1e-12)
@@ -153,7 +154,7 @@ def test_a_subclass_that_changes_only_its_prior_gets_the_traced_result():
 def test_a_subclass_that_overrides_forward_is_traced_unless_it_computes_directly_too(cls, fast):
     vae, x = vae_and_data("bernoulli")
     model = cls(vae.model.decoder, vae.likelihood, vae.z_dim, vae.model.pyro_name)
-    assert direct.applies(model, vae.guide, (x,), {}) is fast
+    assert (fast_path(model, vae.guide, (x,), {}) is not None) is fast
     got = losses(model, vae.guide, x)
     assert got["default"] == pytest.approx(got["plain"], rel=1e-12)
     assert got["traced"] == pytest.approx(got["plain"], rel=1e-12)
@@ -168,13 +169,13 @@ def test_the_traced_test_vae_is_traced_everywhere():
 
     for traced in (False, True):
         model, guide = linear_gaussian_vae(traced=traced)
-        assert direct.applies(model, guide, (model.sample(2),), {}) is not traced
+        assert (fast_path(model, guide, (model.sample(2),), {}) is not None) is not traced
 
 
 def test_a_guide_that_overrides_forward_is_traced():
     vae, x = vae_and_data("bernoulli")
     guide = GuideOwnForward(vae.guide.encoder, vae.guide.pyro_name)
-    assert not direct.applies(vae.model, guide, (x,), {})
+    assert fast_path(vae.model, guide, (x,), {}) is None
     got = losses(vae.model, guide, x)
     assert got["default"] == pytest.approx(got["traced"], rel=1e-12)
 
@@ -182,6 +183,6 @@ def test_a_guide_that_overrides_forward_is_traced():
 def test_an_instance_whose_forward_was_replaced_is_traced():
     vae, x = vae_and_data("bernoulli")
     model = WidePrior(vae.model.decoder, vae.likelihood, vae.z_dim, vae.model.pyro_name)
-    assert direct.applies(model, vae.guide, (x,), {})
+    assert fast_path(model, vae.guide, (x,), {}) is not None
     model.forward = OwnForward.forward.__get__(model)
-    assert not direct.applies(model, vae.guide, (x,), {})
+    assert fast_path(model, vae.guide, (x,), {}) is None

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from models import takes_fast_path
 
 from pyrovae import VAE, estimators
-from pyrovae.estimators.direct import applies
+from pyrovae.estimators import fast_path
 from pyrovae.estimators.layered import LayeredLogWeights
 from pyrovae.evaluation import evaluate_model, log_likelihood
 from pyrovae.families import HierarchicalModel
@@ -49,7 +50,7 @@ def test_same_losses_gradients_and_bounds_as_tracing(family, case):
     vae, x = pair(family)
     reparam = FAMILIES[family].get("latent", "gaussian") == "gaussian"
     probe = estimators.make(name, num_particles=3, **options)
-    assert probe.uses_fast_path(vae.model, vae.guide, (x,), {"num_data": N})
+    assert takes_fast_path(probe, vae.model, vae.guide, (x,), {"num_data": N})
     if not reparam and not getattr(probe, "supports_score_function", False):
         with pytest.raises(Exception, match="reparameterized"):
             run(vae, x, name, options, True)
@@ -67,7 +68,7 @@ def test_same_losses_gradients_and_bounds_as_tracing(family, case):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_kl_log_likelihood_and_evaluation_as_tracing(family):
     vae, x = pair(family)
-    assert applies(vae.model, vae.guide, (x,), {})
+    assert fast_path(vae.model, vae.guide, (x,), {}) is not None
     draws = []
     for fast in (True, False):
         torch.manual_seed(5)
@@ -104,5 +105,5 @@ def test_a_subclass_with_its_own_forward_is_traced():
 
     vae, x = pair("gaussian 2 layers")
     model = Scaled(30, [6, 4], hidden=[8]).double()
-    assert not applies(model, vae.guide, (x,), {})
-    assert applies(vae.model, vae.guide, (x,), {})
+    assert fast_path(model, vae.guide, (x,), {}) is None
+    assert fast_path(vae.model, vae.guide, (x,), {}) is not None

@@ -11,9 +11,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from models import takes_fast_path
 
-from pyrovae import VAE, cli, config, data, estimators, families, training
+from pyrovae import VAE, cli, config, data, estimators, families
 from pyrovae.errors import ConfigError
+from pyrovae.run import build_vae, check_config, load_images, make_estimator, train
+from pyrovae.run.step import step_path
 
 # Every family setting the integration tests run, with the estimator it trains with where the
 # default (elbo, K=1) does not apply. Sizes are shared: SIZES below.
@@ -28,13 +31,6 @@ SETTINGS = {
 }
 ESTIMATOR_KEYS = ("estimator", "num_particles", "estimator_options")
 SIZES = {"hidden": [32], "z_dim": 8, "flow_hidden": [32], "prior_components": 5}
-# the families that compute their log weights untraced: the VAE's shape (one latent site z, prior() and
-# distribution(): flow guides, learned priors) and the layered ones (estimators/layered.py): all of them
-FAST = {"guide=iaf", "guide=spline", "prior=vamp", "prior=mog", "latents=[16,8]", "latent=bernoulli",
-        "latents=[16,8]+guide=iaf"}  # fmt: skip
-
-
-VAE_KEYS = ("z_dim", "hidden", "latents", "latent", "guide", "flow_layers", "flow_hidden", "prior", "prior_components")
 
 
 def family_keys(setting: str) -> dict:
@@ -96,7 +92,7 @@ def _ids(case):
 @pytest.mark.parametrize(("name", "values", "pieces"), IMPOSSIBLE, ids=[_ids(c) for c in IMPOSSIBLE])
 def test_an_impossible_family_is_one_config_error(name, values, pieces):
     with pytest.raises(ConfigError) as e:
-        config.from_dict(values).validate()
+        check_config(config.from_dict(values))
     line = str(e.value)
     assert "\n" not in line
     for piece in pieces:
@@ -124,7 +120,7 @@ def test_an_impossible_family_through_the_cli_is_one_line_and_writes_nothing(nam
     ],
 )
 def test_flow_sizes_do_not_constrain_a_run_without_a_flow(values):
-    config.from_dict(values).validate()
+    check_config(config.from_dict(values))
 
 
 def test_list_prints_every_family(capsys):
@@ -166,7 +162,7 @@ def strip_seconds(metrics: list[dict]) -> list[dict]:
 @pytest.mark.parametrize("setting", sorted(SETTINGS))
 def test_every_family_trains_checkpoints_and_resumes_exactly(setting, digits_subset, tmp_path):
     cfg = run_config(setting, digits_subset)
-    straight = training.train({**cfg, "epochs": 2}, tmp_path / "straight")
+    straight = train({**cfg, "epochs": 2}, tmp_path / "straight")
     last = straight.metrics[-1]
     assert [m["epoch"] for m in straight.metrics] == [0, 1, 2] and last["step"] == 8
     assert math.isfinite(last["test_bound"]) and math.isfinite(last["train_loss"])
@@ -178,13 +174,13 @@ def test_every_family_trains_checkpoints_and_resumes_exactly(setting, digits_sub
 
     state = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2
-    fresh = training.build_vae(straight.config, training.load_images(straight.config))
+    fresh = build_vae(straight.config, load_images(straight.config))
     fresh.load_state_dict(state["model"])  # strict: the family's every parameter and buffer
     saved = straight.vae.state_dict()
     assert all(torch.equal(v, saved[k]) for k, v in fresh.state_dict().items())
 
-    training.train({**cfg, "epochs": 1}, tmp_path / "split")
-    resumed = training.train({**cfg, "epochs": 2}, tmp_path / "split", resume=True)
+    train({**cfg, "epochs": 1}, tmp_path / "split")
+    resumed = train({**cfg, "epochs": 2}, tmp_path / "split", resume=True)
     assert strip_seconds(resumed.metrics) == strip_seconds(straight.metrics)
     a, b = straight.vae.state_dict(), resumed.vae.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -192,18 +188,25 @@ def test_every_family_trains_checkpoints_and_resumes_exactly(setting, digits_sub
 
 
 @pytest.mark.parametrize("setting", sorted(SETTINGS))
-def test_families_take_the_fast_path_unless_told_not_to(setting):
-    cfg = config.from_dict({**SIZES, **SETTINGS[setting]}).validate()
-    vae = VAE(x_dim=12, **{key: getattr(cfg, key) for key in VAE_KEYS})
-    est = estimators.make(cfg.estimator, num_particles=cfg.num_particles)
-    assert training.fast_path(est, vae) == (setting in FAST)
-    line = training.step_path(est, vae)
-    assert line.startswith("training step: fast path" if setting in FAST else "training step: generic path"), line
-    x = torch.bernoulli(torch.full((3, 12), 0.5))
-    assert est.uses_fast_path(vae.model, vae.guide, (x,), {}) == (setting in FAST)
-    # fast_path=False traces every family
-    assert not training.fast_path(estimators.make(cfg.estimator, num_particles=cfg.num_particles,
-                                                  fast_path=False), vae)  # fmt: skip
+def test_every_family_takes_the_fast_path_and_is_traced_when_it_must_be(setting):
+    """Every family computes its log weights untraced (the VAE's shape: flow guides, learned
+    priors; the layered ones: stochastic layers, Bernoulli units), with the loss tracing gives; a
+    model whose forward is replaced, or fast_path=false, takes the generic path and says why."""
+    cfg = check_config(config.from_dict({**SIZES, **SETTINGS[setting]}))
+    vae = VAE(x_dim=12, z_dim=cfg.z_dim, hidden=cfg.hidden, family=families.Family.of(cfg)).double()
+    est = make_estimator(cfg)
+    x = torch.bernoulli(torch.full((3, 12), 0.5, dtype=torch.float64))
+    assert takes_fast_path(est, vae.model, vae.guide, (x,), {})
+    assert step_path(est, vae).startswith("training step: fast path")
+    torch.manual_seed(0)
+    fast = est.loss(vae.model, vae.guide, x)
+    vae.model.forward = vae.model.forward  # an instance's own forward: what it samples may have changed
+    assert not takes_fast_path(est, vae.model, vae.guide, (x,), {})
+    assert "generic path" in step_path(est, vae) and "does not compute its log weights directly" in step_path(est, vae)
+    torch.manual_seed(0)
+    assert est.loss(vae.model, vae.guide, x) == pytest.approx(fast, rel=1e-9)  # traced: the same number
+    untraced = estimators.make(cfg.estimator, num_particles=cfg.num_particles, fast_path=False)
+    assert step_path(untraced, vae).endswith("(fast_path=false)")
 
 
 def test_the_vae_checks_its_family_and_names_the_layer_next_to_x():

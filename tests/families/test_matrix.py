@@ -4,18 +4,20 @@ Where the config check allows the pair: the loss is finite, every parameter gets
 and both the decoder and the guide a nonzero one, the reported ``loss`` is the negated bound summed
 and scaled by N / B for the same noise (and ``differentiable_loss`` has that value), and on the
 fast path the traced path gives the same loss and gradients. Where it refuses the pair, the
-refusal is one ConfigError line from ``Config.validate`` naming what does work, and the estimator
+refusal is one ConfigError line from ``pyrovae.run.check_config`` naming what does work, and the estimator
 itself, called directly, refuses what it cannot compute.
 """
 
 import pytest
 import torch
+from models import takes_fast_path
 
 from pyrovae import VAE, config, estimators
 from pyrovae.errors import ConfigError, ModelStructureError
+from pyrovae.run import check_config
 
 from ..conformance.cases import CASES, make
-from .test_config import FAST, SETTINGS, family_keys
+from .test_config import SETTINGS, family_keys
 
 X_DIM, BATCH, NUM_DATA, K = 12, 5, 40, 3
 SIZES = {"z_dim": 4, "hidden": [8], "flow_hidden": [16], "prior_components": 3}  # flow_hidden >= latents[0]
@@ -68,10 +70,10 @@ def step(est, vae, x, seed: int = 3):
 
 @pytest.mark.parametrize(("setting", "case"), ALLOWED)
 def test_cell(setting, case):
-    cfg_of(setting, case).validate()
+    check_config(cfg_of(setting, case))
     vae, x = vae_and_data(setting)
     est = make(case, K)
-    assert est.uses_fast_path(vae.model, vae.guide, (x,), {"num_data": NUM_DATA}) == (setting in FAST)
+    assert takes_fast_path(est, vae.model, vae.guide, (x,), {"num_data": NUM_DATA})  # every family is untraced
 
     loss, grads = step(est, vae, x)
     assert torch.isfinite(loss)
@@ -95,7 +97,7 @@ def test_cell(setting, case):
     assert reported == pytest.approx(-bound.sum().item() * NUM_DATA / BATCH, rel=1e-12)
     assert loss.item() == pytest.approx(reported, rel=1e-12)
 
-    if setting in FAST:  # the same noise through Pyro's tracing gives the same numbers
+    if True:  # the same noise through Pyro's tracing gives the same numbers
         t_loss, t_grads = step(make(case, K, fast_path=False), vae, x)
         assert loss.item() == pytest.approx(t_loss.item(), rel=1e-9)
         for name, a, b in zip(names, grads, t_grads, strict=True):
@@ -105,7 +107,7 @@ def test_cell(setting, case):
 @pytest.mark.parametrize(("setting", "case"), REFUSED)
 def test_refused_cell(setting, case):
     with pytest.raises(ConfigError) as e:
-        cfg_of(setting, case).validate()
+        check_config(cfg_of(setting, case))
     assert "\n" not in str(e.value) and refusal(setting, case) in str(e.value), str(e.value)
     if family_keys(setting).get("latent") == "bernoulli":  # called directly: no reparameterized latents
         vae, x = vae_and_data(setting)

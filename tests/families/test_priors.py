@@ -7,6 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from models import takes_fast_path
 from torch import nn
 
 from pyrovae import estimators, likelihoods
@@ -180,7 +181,7 @@ def test_fast_path_equals_traced_path(prior, case):
     model, guide = MAKERS[prior]()
     x = binary(6)
     name, options, _ = CASES[case]
-    assert estimators.make(name, fast_path=True, **options).uses_fast_path(model, guide, (x,), {"num_data": 40})
+    assert takes_fast_path(estimators.make(name, fast_path=True, **options), model, guide, (x,), {"num_data": 40})
     wrt = params(model, guide)
     (lf, gf), (lt, gt) = (loss_and_grads(case, model, guide, x, wrt, fast=f) for f in (True, False))
     assert lf == pytest.approx(lt, rel=1e-12)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 BURDA_STAGES = 8  # i = 0..7: 3^i epochs at lr * 10^(-i/7); 3,280 epochs in all
 

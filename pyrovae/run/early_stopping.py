@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 
 class EarlyStopping:

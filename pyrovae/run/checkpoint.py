@@ -3,26 +3,24 @@
 A checkpoint loads with ``torch.load(path, weights_only=True)``: model and optimizer state
 dicts, RNG states as uint8 tensors, and numbers. It is written to a temporary file in the same
 folder, flushed to disk and renamed over the old one, so a crash mid-save leaves the previous
-checkpoint whole (and at worst a ``<name>.<random>.tmp`` file, which :func:`remove_partial`
+checkpoint whole (and at worst a ``<name>.<random>.tmp`` file, which :func:`~pyrovae.run.atomic.remove_partial`
 clears). Everything read back is checked before it is used: a file that is not a whole pyrovae
 checkpoint is one :class:`CheckpointError` line, never a traceback, and never code run.
 """
 
 from __future__ import annotations
 
-import glob
 import math
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
+from .atomic import write_atomic
 
 FORMAT = 1
 # what every checkpoint pyrovae writes holds; "train_seconds" and "partial" (an epoch cut short
@@ -60,36 +58,7 @@ def set_rng_state(state: dict[str, Any], path: str | Path = "the checkpoint") ->
 
 def save(obj: dict[str, Any], path: str | Path) -> None:
     """Write ``obj`` to ``path`` atomically: the old file stays whole until the rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **obj}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def remove_partial(path: str | Path) -> list[Path]:
-    """Delete the temporary files a kill during :func:`save` of ``path`` left beside it."""
-    path = Path(path)
-    stale = sorted(path.parent.glob(f"{glob.escape(path.name)}.*.tmp"))
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
+    write_atomic(path, lambda f: torch.save({"format": FORMAT, **obj}, f))
 
 
 def load(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
