@@ -47,7 +47,7 @@ def rank_seed(seed: int, epoch: int, rank: int, batches_done: int = 0) -> int:
 
 
 @dataclass(frozen=True)
-class Group:
+class Ranks:
     """This process's place among the data-parallel processes (one process: rank 0 of 1, and every
     collective is the identity)."""
 
@@ -119,16 +119,16 @@ class Group:
             dist.barrier()
 
 
-SINGLE = Group()  # one process, no collectives
+ONE_PROCESS = Ranks()  # one process, no collectives
 
 
-def from_env(device: torch.device) -> Group:
-    """The group torchrun set up (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` in the environment): the
+def from_env(device: torch.device) -> Ranks:
+    """The ranks torchrun set up (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` in the environment): the
     process group is initialized here, NCCL for a CUDA ``device`` and gloo otherwise. Without
-    torchrun (or with one process) a group of one."""
+    torchrun (or with one process) one rank of one."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return SINGLE
+        return ONE_PROCESS
     if not dist.is_available():
         raise ConfigError("this torch build has no torch.distributed: train with one process")
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -137,9 +137,9 @@ def from_env(device: torch.device) -> Group:
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
-    return Group(dist.get_rank(), dist.get_world_size(), local)
+    return Ranks(dist.get_rank(), dist.get_world_size(), local)
 
 
-def shutdown(group: Group) -> None:
-    if group.active and dist.is_initialized():
+def shutdown(ranks: Ranks) -> None:
+    if ranks.active and dist.is_initialized():
         dist.destroy_process_group()

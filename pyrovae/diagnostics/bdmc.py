@@ -29,7 +29,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..estimators.dream import dream
+from ..estimators.simulated import simulate_data
 from ..estimators.traced import SubsamplePin
 from ..evaluation.ais import anneal, beta_schedule, check_options
 from ..evaluation.densities import densities
@@ -113,7 +113,7 @@ def bdmc(
     seconds: dict[str, float] = {}
     pin = SubsamplePin()
     with torch.no_grad():
-        d = dream(model, args, kwargs, pin, "bdmc")
+        d = simulate_data(model, args, kwargs, pin, "bdmc")
         sim_args = d.args
         betas = beta_schedule(num_steps, schedule)
         bar = tqdm(total=2 * num_steps, disable=not progress, unit="step", desc="BDMC", dynamic_ncols=True)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .base import Estimator, path_surrogate, register, scaled_sum
-from .dream import ReplayValues, dream
+from .simulated import ReplayValues, simulate_data
 from .structure import counted_guide_sites, require_density
 from .traced import SubsamplePin, TracedLogWeights, site_log_prob
 from .weights import LogWeights, logmeanexp
@@ -88,14 +88,14 @@ class ReweightedWakeSleep(Estimator):
         """log q(z | x) at one (z, x) ~ p_theta per data point, ``[B]``, and the batch scale.
 
         The dream covers the wake phase's data points (``pin``), one dreamt point for each, and
-        the guide sees the dreamt x in place of the data (:func:`~pyrovae.estimators.dream.dream`:
+        the guide sees the dreamt x in place of the data (:func:`~pyrovae.estimators.simulated.simulate_data`:
         as the model's first argument, or written at the plate's indices; a model that transforms
         its data is refused with one line rather than hand the guide a scrambled x). The guide is
         run at the dreamt latents; one whose log q cannot be evaluated there (auxiliary sites, a
         point mass) is refused with one line.
         """
         nesting = self.plate_nesting(model, guide, args, kwargs)
-        d = dream(model, args, kwargs, pin, "rws's sleep_phi")
+        d = simulate_data(model, args, kwargs, pin, "rws's sleep_phi")
         with pin:
             replayed = poutine.trace(ReplayValues(d.latents)(guide)).get_trace(*d.args, **kwargs)
         q_sites = counted_guide_sites(replayed, guide)

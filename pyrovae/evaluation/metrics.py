@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..distributed import SINGLE, Group
+from ..distributed import ONE_PROCESS, Ranks
 from ..errors import ConfigError
 from ..estimators.draw import draw
 from ..estimators.fast_path import fast_path
@@ -67,7 +67,7 @@ def evaluate_model(
     elbo_particles: int = 100,
     per_point: bool = False,
     progress: int | None = None,
-    group: Group = SINGLE,
+    ranks: Ranks = ONE_PROCESS,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Average per-data-point metrics over ``batches`` (each passed as the first argument).
@@ -80,7 +80,7 @@ def evaluate_model(
     - ``active_units`` (Burda et al. 2016; from two data points on) and ``seconds``.
     ``progress``: the number of data points in ``batches``, to show a progress bar over them
     (None: no bar). All in nats per data point. ``per_point=True`` adds ``points``: each data point's
-    ``elbo``, ``iwae_bound`` and ``log_likelihood`` as lists. Under data parallelism (``group``)
+    ``elbo``, ``iwae_bound`` and ``log_likelihood`` as lists. Under data parallelism (``ranks``)
     each rank passes its shard of the points and every rank gets the result over all of them.
     """
     start = time.perf_counter()
@@ -114,7 +114,7 @@ def evaluate_model(
             bar.update(x.shape[0])
         bar.close()
     # every rank's points, in rank order (one process: its own)
-    values = {k: group.gather(torch.cat(v)) for k, v in points.items()}
+    values = {k: ranks.gather(torch.cat(v)) for k, v in points.items()}
     n = next(iter(values.values())).shape[0] if values else 0
     out: dict[str, Any] = {k: v.sum().item() / n for k, v in values.items()}
     out["iwae_particles"] = num_particles
@@ -122,7 +122,7 @@ def evaluate_model(
         out["log_likelihood_samples"] = num_samples
     out["elbo_particles"] = elbo_particles
     if means and all(m is not None for m in means):
-        means_all = group.gather(torch.cat(means))
+        means_all = ranks.gather(torch.cat(means))
         if means_all.shape[0] >= 2:
             out["active_units"] = active_units(means_all)
     out["num_points"] = n

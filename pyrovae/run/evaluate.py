@@ -10,7 +10,7 @@ import numpy as np
 import pyro
 import torch
 
-from ..distributed import SINGLE, Group
+from ..distributed import ONE_PROCESS, Ranks
 from ..errors import ConfigError
 from ..evaluation import ais_against_is, bits_per_dim, evaluate_model
 from ..evaluation.ais import check_options
@@ -31,7 +31,7 @@ def evaluate_parts(
     model_epoch: int | None = None,
     tracker: Tracker | None = None,
     step: int = 0,
-    group: Group = SINGLE,
+    ranks: Ranks = ONE_PROCESS,
 ) -> dict[str, Any]:
     """Score the run's model on the test set and write ``evaluation.json``, ``samples.png`` and
     ``reconstructions.png`` (inputs in odd columns, reconstructions right of them).
@@ -39,7 +39,7 @@ def evaluate_parts(
     The test points go ``eval_batch_size`` at a time and the particles ``eval_chunk_size`` at a
     time, so memory is bounded by their product whatever the test set's size; ``progress`` shows a
     bar over the points; ``model_epoch`` (the epoch of the model scored) goes into the result;
-    ``tracker`` gets the numbers and both grids at ``step``. Under data parallelism (``group``)
+    ``tracker`` gets the numbers and both grids at ``step``. Under data parallelism (``ranks``)
     each rank scores its shard of the test points, the values are gathered, and rank 0 writes the
     files. For 8-bit data the result also gives ``bits_per_dim``: each bound and the
     log-likelihood in bits per dimension.
@@ -48,20 +48,20 @@ def evaluate_parts(
     iwae_k = getattr(parts.estimator, "num_draws", cfg.num_particles)  # M * K for miwae and piwae
     vae.eval()
     with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
-        if dataset.num_test < group.world:  # too few points to give every rank one: each scores all
-            group = SINGLE
-        mine = dataset.test[group.shard(torch.arange(dataset.num_test, device=dataset.device))]
+        if dataset.num_test < ranks.world:  # too few points to give every rank one: each scores all
+            ranks = ONE_PROCESS
+        mine = dataset.test[ranks.shard(torch.arange(dataset.num_test, device=dataset.device))]
         result = evaluate_model(
             vae.model, vae.guide, mine.split(cfg.eval_batch_size), num_particles=iwae_k,
             num_samples=cfg.eval_num_samples if num_samples is None else num_samples,
-            chunk_size=cfg.eval_chunk_size, progress=mine.shape[0] if progress else None, group=group,
+            chunk_size=cfg.eval_chunk_size, progress=mine.shape[0] if progress else None, ranks=ranks,
         )  # fmt: skip
     result = {"estimator": cfg.estimator, "likelihood": cfg.likelihood, **result}
     if model_epoch is not None:  # the epoch whose model this is (early stopping: the best one)
         result["model_epoch"] = model_epoch
     if dataset.kind == "counts":  # 8-bit levels: the convention is bits per dimension
         result["bits_per_dim"] = in_bits(result, dataset.images.x_dim, ("log_likelihood", "elbo", "iwae_bound"))
-    if not group.is_main:
+    if not ranks.is_main:
         return result
     run.write_json(run.EVALUATION, result)
     grids = image_grids(parts)

@@ -101,13 +101,13 @@ class Progress:
     partial: PartialEpoch | None = None
 
 
-def rng_streams(group: distributed.Group) -> dict[str, Any]:
+def rng_streams(ranks: distributed.Ranks) -> dict[str, Any]:
     """The RNG state for a checkpoint: this process's, and under data parallelism every rank's."""
     state = checkpoint.rng_state()
-    return {"rng": state, "rng_ranks": group.gather_objects(state)} if group.active else {"rng": state}
+    return {"rng": state, "rng_ranks": ranks.gather_objects(state)} if ranks.active else {"rng": state}
 
 
-def state_dict(parts: Parts, progress: Progress, group: distributed.Group, stopper: EarlyStopping | None,
+def state_dict(parts: Parts, progress: Progress, ranks: distributed.Ranks, stopper: EarlyStopping | None,
                partial: PartialEpoch | None = None) -> dict[str, Any]:  # fmt: skip
     """Everything a checkpoint holds: the model, optimizer and schedule, where the run is, the RNG
     streams, early stopping, and (mid-epoch) the epoch cut short."""
@@ -115,7 +115,7 @@ def state_dict(parts: Parts, progress: Progress, group: distributed.Group, stopp
     epoch = progress.epoch - 1 if partial is not None else progress.epoch  # mid-epoch: the last whole one
     state = {"epoch": epoch, "step": progress.step, "train_seconds": progress.train_seconds,
              "model": parts.vae.state_dict(), "optimizer": parts.optimizer.state_dict(),
-             "scheduler": parts.scheduler.state_dict(), **rng_streams(group)}  # fmt: skip
+             "scheduler": parts.scheduler.state_dict(), **rng_streams(ranks)}  # fmt: skip
     if stopper is not None:
         state["early_stopping"] = stopper.state_dict()
     if partial is not None:
@@ -123,7 +123,7 @@ def state_dict(parts: Parts, progress: Progress, group: distributed.Group, stopp
     return state
 
 
-def restore(parts: Parts, run: RunDir, group: distributed.Group, stopper: EarlyStopping | None,
+def restore(parts: Parts, run: RunDir, ranks: distributed.Ranks, stopper: EarlyStopping | None,
             notice: Notice) -> Progress:  # fmt: skip
     """The run's state from its checkpoint, into ``parts`` and ``stopper``: everything is checked
     before the RNG state, the last thing restored."""
@@ -145,20 +145,20 @@ def restore(parts: Parts, run: RunDir, group: distributed.Group, stopper: EarlyS
     raw = state.get("partial")
     n = parts.dataset.num_train
     partial = None if raw is None else PartialEpoch.from_checkpoint(raw, path, n, cfg.batch_size, device)
-    _restore_rng(state, path, cfg, group, epoch, partial, notice)
+    _restore_rng(state, path, cfg, ranks, epoch, partial, notice)
     return Progress(epoch, step, float(train_seconds), run.read_metrics(last_epoch=epoch), partial)
 
 
-def _restore_rng(state: dict[str, Any], path: Any, cfg: Config, group: distributed.Group, epoch: int,
+def _restore_rng(state: dict[str, Any], path: Any, cfg: Config, ranks: distributed.Ranks, epoch: int,
                  partial: PartialEpoch | None, notice: Notice) -> None:  # fmt: skip
     """This rank's RNG stream; a data-parallel run resumed mid-epoch with another number of
     processes draws new noise for the rest of that epoch (and says so)."""
     ranks = state.get("rng_ranks")  # a data-parallel run's streams, one a rank
-    own_stream = group.active and isinstance(ranks, list) and len(ranks) == group.world
-    checkpoint.set_rng_state(ranks[group.rank] if own_stream else state["rng"], path)
-    if partial is not None and group.active and not own_stream:  # another number of processes
-        torch.manual_seed(distributed.rank_seed(cfg.seed, epoch + 1, group.rank, partial.batches))
+    own_stream = ranks.active and isinstance(ranks, list) and len(ranks) == ranks.world
+    checkpoint.set_rng_state(ranks[ranks.rank] if own_stream else state["rng"], path)
+    if partial is not None and ranks.active and not own_stream:  # another number of processes
+        torch.manual_seed(distributed.rank_seed(cfg.seed, epoch + 1, ranks.rank, partial.batches))
         if notice is not None:
             had = len(ranks) if isinstance(ranks, list) else 1
-            notice(f"resuming mid-epoch with {group.world} processes where the checkpoint had {had}: the rest "
+            notice(f"resuming mid-epoch with {ranks.world} processes where the checkpoint had {had}: the rest "
                    f"of epoch {epoch + 1} draws new noise")  # fmt: skip

@@ -92,12 +92,12 @@ def train(
     cfg, changes = resolve_config(config, run, resume)
     device = resolve_device(cfg.device)
     tracking.check(cfg.tracking)  # a missing extra: one line, before anything is written
-    group = distributed.from_env(device)  # launched by torchrun: this process's rank
-    if group.active and device.type == "cuda":
-        device = torch.device("cuda", group.local_rank)
-    hooks = Hooks(progress, on_epoch, after_epoch, notice) if group.is_main else Hooks(after_epoch=after_epoch)
+    ranks = distributed.from_env(device)  # launched by torchrun: this process's rank
+    if ranks.active and device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)
+    hooks = Hooks(progress, on_epoch, after_epoch, notice) if ranks.is_main else Hooks(after_epoch=after_epoch)
     try:
-        training = Training.start(cfg, run, device, group, resume, changes, hooks)
+        training = Training.start(cfg, run, device, ranks, resume, changes, hooks)
         try:
             with training:
                 training.loop()
@@ -105,7 +105,7 @@ def train(
         finally:
             training.tracker.close()
     finally:
-        distributed.shutdown(group)
+        distributed.shutdown(ranks)
 
 
 @dataclass
@@ -115,7 +115,7 @@ class Epoch:
 
     number: int
     order: torch.Tensor
-    taken: int
+    batches_done: int
     seen: int
     total: torch.Tensor
     objective: torch.Tensor
@@ -129,9 +129,9 @@ class Epoch:
 class Training:
     """One run's training: its parts, where it is, and what each step and epoch does."""
 
-    def __init__(self, parts: Parts, run: RunDir, group: distributed.Group, progress: Progress,
+    def __init__(self, parts: Parts, run: RunDir, ranks: distributed.Ranks, progress: Progress,
                  stopper: EarlyStopping | None, hooks: Hooks) -> None:  # fmt: skip
-        self.parts, self.cfg, self.run, self.group = parts, parts.config, run, group
+        self.parts, self.cfg, self.run, self.group = parts, parts.config, run, ranks
         self.progress, self.stopper, self.hooks = progress, stopper, hooks
         self.resumed = bool(progress.step or progress.epoch or progress.metrics or progress.partial)
         self.n = parts.dataset.num_train
@@ -147,25 +147,25 @@ class Training:
                         dynamic_ncols=True)  # fmt: skip
 
     @classmethod
-    def start(cls, cfg: Config, run: RunDir, device: torch.device, group: distributed.Group, resume: bool,
+    def start(cls, cfg: Config, run: RunDir, device: torch.device, ranks: distributed.Ranks, resume: bool,
               changes: list[str], hooks: Hooks) -> Training:  # fmt: skip
         """Assemble and check everything, restore a resumed run, then write the run directory's
         first files: nothing is written before every input is seen to be good."""
         parts = assemble(cfg, device)
-        if group.active:
+        if ranks.active:
             check_data_parallel(parts.estimator)
         if cfg.patience and parts.dataset.num_valid == 0:
             raise ConfigError(f"patience={cfg.patience} stops on a validation bound, and {parts.images.source} has no "
                               "validation set: hold some training points out with validation = N")  # fmt: skip
         stopper = EarlyStopping(cfg.patience) if cfg.patience else None
-        progress = restore(parts, run, group, stopper, hooks.notice) if resume else Progress()
-        training = cls(parts, run, group, progress, stopper, hooks)
+        progress = restore(parts, run, ranks, stopper, hooks.notice) if resume else Progress()
+        training = cls(parts, run, ranks, progress, stopper, hooks)
         training.resumed = resume
-        if group.is_main:  # the first write: the run directory, cleared of what a kill mid-write left
+        if ranks.is_main:  # the first write: the run directory, cleared of what a kill mid-write left
             run.check_writable(create=True)
             run.remove_partial_files()
         training.announce(resume, changes)
-        if group.is_main:
+        if ranks.is_main:
             run.write_config(cfg)
             run.write_metrics(progress.metrics)
             training.tracker = tracking.open_tracker(cfg.tracking, run.path, uri=cfg.tracking_uri, resume=resume)
@@ -223,12 +223,12 @@ class Training:
         return epoch
 
     def batches(self, epoch: Epoch) -> Iterator[torch.Tensor]:
-        return self.parts.dataset.train_batches(self.cfg.batch_size, order=epoch.order, start=epoch.taken,
+        return self.parts.dataset.train_batches(self.cfg.batch_size, order=epoch.order, start=epoch.batches_done,
                                                 shard=self.group.shard)  # fmt: skip
 
     def global_batch(self, epoch: Epoch) -> int:
         """The points of the step under way, every rank's together."""
-        return min(self.cfg.batch_size, self.n - epoch.taken * self.cfg.batch_size)
+        return min(self.cfg.batch_size, self.n - epoch.batches_done * self.cfg.batch_size)
 
     def count(self, epoch: Epoch, x: torch.Tensor, loss: torch.Tensor) -> None:
         """Add a step to the epoch's sums (on the device: no host sync)."""
@@ -239,7 +239,7 @@ class Training:
             epoch.objective -= estimator.last_objective * share
             estimator.last_objective = None
         epoch.seen += self.global_batch(epoch)
-        epoch.taken += 1
+        epoch.batches_done += 1
         self.progress.step += 1
         self.bar.update()
 
@@ -323,9 +323,9 @@ class Training:
         or at a logging step."""
         if flags is None:
             return self.signals.signum, self.out_of_time(epoch)
-        look = flags.device.type == "cpu" or self.progress.step % self.cfg.log_every == 0 \
-            or epoch.taken == self.steps_per_epoch  # fmt: skip
-        signal_flag, time_flag = flags.tolist() if look else (0.0, 0.0)
+        free_to_read = flags.device.type == "cpu" or self.progress.step % self.cfg.log_every == 0 \
+            or epoch.batches_done == self.steps_per_epoch  # fmt: skip
+        signal_flag, time_flag = flags.tolist() if free_to_read else (0.0, 0.0)
         return (self.signals.signum or signal.SIGTERM) if signal_flag else 0, time_flag > 0
 
     def log_step(self, epoch: Epoch) -> None:
@@ -358,12 +358,12 @@ class Training:
         total, objective = self.group.sum(epoch.total), self.group.sum(epoch.objective)
         self.check_finite(total.item(), "")
         self.progress.train_seconds += time.perf_counter() - epoch.start
-        cut = PartialEpoch(epoch.order, epoch.taken, epoch.seen, total, objective, epoch.elapsed())
+        cut = PartialEpoch(epoch.order, epoch.batches_done, epoch.seen, total, objective, epoch.elapsed())
         state = state_dict(self.parts, self.progress, self.group, None, cut)
         if self.group.is_main:
             checkpoint.save(state, self.run.checkpoint)
         self.group.barrier()
-        where = f"batch {epoch.taken} of {self.steps_per_epoch} in epoch {epoch.number}"
+        where = f"batch {epoch.batches_done} of {self.steps_per_epoch} in epoch {epoch.number}"
         raise interrupted(signum, self.progress.step, where, self.run.checkpoint)
 
     def raise_if_signalled(self, where: str) -> None:
@@ -404,7 +404,7 @@ class Training:
         evaluation = None
         if evaluate and self.cfg.eval_num_samples > 0:
             evaluation = evaluate_parts(self.run, self.parts, progress=self.hooks.progress, model_epoch=epoch,
-                                        tracker=self.tracker, step=self.progress.epoch, group=self.group)  # fmt: skip
+                                        tracker=self.tracker, step=self.progress.epoch, ranks=self.group)  # fmt: skip
         return TrainResult(self.run.path, self.cfg, self.parts.vae, self.progress.metrics, evaluation, self.parts)
 
 
@@ -414,15 +414,15 @@ def bound_key(estimator: pyro.infer.ELBO) -> str:
 
 
 def mean_bound(estimator: pyro.infer.ELBO, vae: VAE, dataset: InMemoryData, batch_size: int, part: str = "test",
-               group: distributed.Group = distributed.SINGLE) -> torch.Tensor:  # fmt: skip
+               ranks: distributed.Ranks = distributed.ONE_PROCESS) -> torch.Tensor:  # fmt: skip
     """The estimator's bound averaged over the test (or ``part="valid"``, validation) set, as a
     device tensor (no sync for pyrovae's estimators; Pyro's own report a float per batch). Under
     data parallelism each rank scores its shard of the points and the sums are added."""
     points = dataset.test if part == "test" else dataset.valid
     assert points is not None
     total = torch.zeros((), device=dataset.device)
-    if group.active:
-        batches = points[group.shard(torch.arange(points.shape[0], device=points.device))].split(batch_size)
+    if ranks.active:
+        batches = points[ranks.shard(torch.arange(points.shape[0], device=points.device))].split(batch_size)
     else:
         batches = dataset.test_batches(batch_size) if part == "test" else dataset.valid_batches(batch_size)
     for x in batches:
@@ -432,4 +432,4 @@ def mean_bound(estimator: pyro.infer.ELBO, vae: VAE, dataset: InMemoryData, batc
             total += estimator.bound(vae.model, vae.guide, x).sum()
         else:
             total -= estimator.loss(vae.model, vae.guide, x)
-    return group.sum(total) / points.shape[0]
+    return ranks.sum(total) / points.shape[0]

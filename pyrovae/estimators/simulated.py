@@ -1,8 +1,8 @@
-"""Data dreamt by the model: (z, x) ~ p(z) p(x | z), handed back as the model's own argument.
+"""Data simulated from the model: (z, x) ~ p(z) p(x | z), handed back as the model's own argument.
 
 RWS's sleep phase and bidirectional Monte Carlo both need data simulated from the model, with the
 latents that produced it (an exact draw of p(z | x)), in the form the model and guide take their
-data: the model's first argument, or that argument with the dreamt points written at the indices
+data: the model's first argument, or that argument with the simulated points written at the indices
 the data plate drew (a model that indexes the full data set).
 """
 
@@ -24,9 +24,9 @@ from .traced import SubsamplePin
 
 
 @dataclass
-class Dream:
-    """``args``: the model's arguments with the dreamt data in place of the data; ``x``: the
-    dreamt observations; ``latents``: the latent values that produced them (a trace for
+class SimulatedData:
+    """``args``: the model's arguments with the simulated data in place of the data; ``x``: the
+    simulated observations; ``latents``: the latent values that produced them (a trace for
     ``poutine.replay``); ``scale``: the data plate's scale at the latent sites."""
 
     args: tuple
@@ -35,7 +35,7 @@ class Dream:
     scale: Any
 
 
-def dream(model: Callable, args: tuple, kwargs: dict, pin: SubsamplePin, user: str) -> Dream:
+def simulate_data(model: Callable, args: tuple, kwargs: dict, pin: SubsamplePin, user: str) -> SimulatedData:
     """One draw of (z, x) from ``model`` run at ``args`` (whose data values are not used), on the
     data points ``pin`` holds. ``user`` names the caller in the one-line refusals: a model without
     the data as its first argument or with other than one observed site, or one that transforms
@@ -49,7 +49,7 @@ def dream(model: Callable, args: tuple, kwargs: dict, pin: SubsamplePin, user: s
             f"{user} needs the data as the model's first argument and exactly one "
             f"observed site (found {observed or 'none'})"
         )
-    x_dream = trace.nodes[observed[0]]["value"].detach()
+    x_simulated = trace.nodes[observed[0]]["value"].detach()
     latents = Trace()
     scale: Any = 1.0
     for name, site in trace.nodes.items():
@@ -61,18 +61,18 @@ def dream(model: Callable, args: tuple, kwargs: dict, pin: SubsamplePin, user: s
             latents.add_node(name, type="sample", is_observed=False, value=site["value"].detach(),
                              infer=site["infer"])  # fmt: skip
             scale = site["scale"]
-    fake = _dreamt_input(x, x_dream, trace)
+    fake = _simulated_input(x, x_simulated, trace)
     if fake is not None:
         with torch.no_grad(), pin:
             check = poutine.trace(poutine.replay(model, trace=latents)).get_trace(fake, *args[1:], **kwargs)
         seen = check.nodes[observed[0]]["value"]
-    if fake is None or seen.shape != x_dream.shape or not torch.equal(seen, x_dream):
+    if fake is None or seen.shape != x_simulated.shape or not torch.equal(seen, x_simulated):
         raise ModelStructureError(
             f"{user} cannot hand the dreamt data to the guide: the model's observed site "
             f"{observed[0]!r} is not its first argument, nor that argument indexed by the data "
             "plate"
         )
-    return Dream((fake, *args[1:]), x_dream, latents, scale)
+    return SimulatedData((fake, *args[1:]), x_simulated, latents, scale)
 
 
 class ReplayValues(Messenger):
@@ -90,17 +90,17 @@ class ReplayValues(Messenger):
             msg["done"] = True
 
 
-def _dreamt_input(x: Tensor, x_dream: Tensor, trace: Trace) -> Tensor | None:
-    """The model's first argument with the dreamt observations in place of the data: ``x_dream``
+def _simulated_input(x: Tensor, x_simulated: Tensor, trace: Trace) -> Tensor | None:
+    """The model's first argument with the dreamt observations in place of the data: ``x_simulated``
     itself when the model observes its argument as it is, else ``x`` with the dreamt points
     written at the indices the data plate drew (a model that indexes the full data set)."""
-    if x.shape == x_dream.shape:
-        return x_dream.to(x.dtype)
+    if x.shape == x_simulated.shape:
+        return x_simulated.to(x.dtype)
     for site in trace.nodes.values():
         if site["type"] == "sample" and site_is_subsample(site):
             idx = site["value"]
-            if x.dim() >= 1 and x.shape[0] == site["fn"].size and x[idx].shape == x_dream.shape:
+            if x.dim() >= 1 and x.shape[0] == site["fn"].size and x[idx].shape == x_simulated.shape:
                 fake = x.detach().clone()
-                fake[idx] = x_dream.to(x.dtype)
+                fake[idx] = x_simulated.to(x.dtype)
                 return fake
-    return x_dream.reshape(x.shape).to(x.dtype) if x.numel() == x_dream.numel() else None
+    return x_simulated.reshape(x.shape).to(x.dtype) if x.numel() == x_simulated.numel() else None
