@@ -153,12 +153,12 @@ def _restore_rng(state: dict[str, Any], path: Any, cfg: Config, ranks: distribut
                  partial: PartialEpoch | None, notice: Notice) -> None:  # fmt: skip
     """This rank's RNG stream; a data-parallel run resumed mid-epoch with another number of
     processes draws new noise for the rest of that epoch (and says so)."""
-    ranks = state.get("rng_ranks")  # a data-parallel run's streams, one a rank
-    own_stream = ranks.active and isinstance(ranks, list) and len(ranks) == ranks.world
-    checkpoint.set_rng_state(ranks[ranks.rank] if own_stream else state["rng"], path)
+    streams = state.get("rng_ranks")  # a data-parallel run's streams, one a rank
+    own_stream = ranks.active and isinstance(streams, list) and len(streams) == ranks.world
+    checkpoint.set_rng_state(streams[ranks.rank] if own_stream else state["rng"], path)
     if partial is not None and ranks.active and not own_stream:  # another number of processes
         torch.manual_seed(distributed.rank_seed(cfg.seed, epoch + 1, ranks.rank, partial.batches))
         if notice is not None:
-            had = len(ranks) if isinstance(ranks, list) else 1
+            had = len(streams) if isinstance(streams, list) else 1
             notice(f"resuming mid-epoch with {ranks.world} processes where the checkpoint had {had}: the rest "
                    f"of epoch {epoch + 1} draws new noise")  # fmt: skip

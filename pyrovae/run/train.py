@@ -131,7 +131,7 @@ class Training:
 
     def __init__(self, parts: Parts, run: RunDir, ranks: distributed.Ranks, progress: Progress,
                  stopper: EarlyStopping | None, hooks: Hooks) -> None:  # fmt: skip
-        self.parts, self.cfg, self.run, self.group = parts, parts.config, run, ranks
+        self.parts, self.cfg, self.run, self.ranks = parts, parts.config, run, ranks
         self.progress, self.stopper, self.hooks = progress, stopper, hooks
         self.resumed = bool(progress.step or progress.epoch or progress.metrics or progress.partial)
         self.n = parts.dataset.num_train
@@ -207,13 +207,13 @@ class Training:
         if p.partial is not None:
             cut, p.partial = p.partial, None
             total, objective = cut.total, cut.objective
-            if not self.group.is_main:  # the saved sums are every rank's: rank 0 carries them on
+            if not self.ranks.is_main:  # the saved sums are every rank's: rank 0 carries them on
                 total, objective = torch.zeros_like(total), torch.zeros_like(objective)
             epoch = Epoch(p.epoch, cut.order, cut.batches, cut.seen, total, objective, cut.seconds, start)
         else:
-            if self.group.active:  # one shuffle for every rank; each rank's own noise this epoch
+            if self.ranks.active:  # one shuffle for every rank; each rank's own noise this epoch
                 order = distributed.epoch_order(self.n, self.cfg.seed, p.epoch, device)
-                torch.manual_seed(distributed.rank_seed(self.cfg.seed, p.epoch, self.group.rank))
+                torch.manual_seed(distributed.rank_seed(self.cfg.seed, p.epoch, self.ranks.rank))
             else:
                 order = self.parts.dataset.epoch_order()
             zero = torch.zeros((), device=device)
@@ -224,7 +224,7 @@ class Training:
 
     def batches(self, epoch: Epoch) -> Iterator[torch.Tensor]:
         return self.parts.dataset.train_batches(self.cfg.batch_size, order=epoch.order, start=epoch.batches_done,
-                                                shard=self.group.shard)  # fmt: skip
+                                                shard=self.ranks.shard)  # fmt: skip
 
     def global_batch(self, epoch: Epoch) -> int:
         """The points of the step under way, every rank's together."""
@@ -247,7 +247,7 @@ class Training:
         """The epoch's line (train loss, test bound, early stopping), the checkpoint, the callbacks."""
         p = self.progress
         p.train_seconds += time.perf_counter() - epoch.start
-        total, objective = self.group.sum(epoch.total), self.group.sum(epoch.objective)
+        total, objective = self.ranks.sum(epoch.total), self.ranks.sum(epoch.objective)
         record: dict[str, Any] = {"epoch": p.epoch, "step": p.step, "train_loss": total.item() / epoch.seen}
         self.check_finite(record["train_loss"], "")
         assert self.parts.optimizer is not None and self.parts.scheduler is not None
@@ -295,12 +295,12 @@ class Training:
 
     def test_bound(self, part: str) -> torch.Tensor:
         return mean_bound(self.parts.estimator, self.parts.vae, self.parts.dataset, self.cfg.eval_batch_size, part,
-                          self.group)  # fmt: skip
+                          self.ranks)  # fmt: skip
 
     def record(self, record: dict[str, Any]) -> None:
         """A metrics line: kept, appended to metrics.jsonl (rank 0) and tracked."""
         self.progress.metrics.append(record)
-        if self.group.is_main:
+        if self.ranks.is_main:
             self.run.append_metrics(record)
         self.tracker.log_scalars(record, step=record["epoch"])
 
@@ -308,10 +308,10 @@ class Training:
     def reduce_gradients(self, x: torch.Tensor, epoch: Epoch) -> torch.Tensor | None:
         """Data parallel: the global batch's gradient on every rank, in one all-reduce that also
         carries each rank's stop flags (a signal, time out); None in one process."""
-        if not self.group.active:
+        if not self.ranks.active:
             return None
         flags = [float(self.signals.signum != 0), float(self.out_of_time(epoch))]
-        return self.group.reduce_gradients(self.parts.vae.parameters(), x.shape[0] / self.global_batch(epoch), flags)
+        return self.ranks.reduce_gradients(self.parts.vae.parameters(), x.shape[0] / self.global_batch(epoch), flags)
 
     def out_of_time(self, epoch: Epoch) -> bool:
         seconds = self.progress.train_seconds + time.perf_counter() - epoch.start
@@ -329,7 +329,7 @@ class Training:
         return (self.signals.signum or signal.SIGTERM) if signal_flag else 0, time_flag > 0
 
     def log_step(self, epoch: Epoch) -> None:
-        value = self.group.sum(epoch.total).item()
+        value = self.ranks.sum(epoch.total).item()
         self.check_finite(value, f"{value / epoch.seen:.2f}")
 
     def check_finite(self, value: float, shown: str) -> None:
@@ -344,30 +344,30 @@ class Training:
             self.bar.set_postfix(epoch=self.progress.epoch, loss=shown)
 
     def save_checkpoint(self, best: bool) -> None:
-        if self.group.is_main:
-            state = state_dict(self.parts, self.progress, self.group, self.stopper)
+        if self.ranks.is_main:
+            state = state_dict(self.parts, self.progress, self.ranks, self.stopper)
             if best:  # the model early stopping will evaluate
                 checkpoint.save(state, self.run.best)
             checkpoint.save(state, self.run.checkpoint)
         else:
-            state_dict(self.parts, self.progress, self.group, self.stopper)  # every rank joins the RNG gather
+            state_dict(self.parts, self.progress, self.ranks, self.stopper)  # every rank joins the RNG gather
         self.last_good = self.progress.epoch
 
     def save_mid_epoch(self, epoch: Epoch, signum: int) -> None:
         """The state after this step, mid-epoch (its shuffle and sums come with it); then stop."""
-        total, objective = self.group.sum(epoch.total), self.group.sum(epoch.objective)
+        total, objective = self.ranks.sum(epoch.total), self.ranks.sum(epoch.objective)
         self.check_finite(total.item(), "")
         self.progress.train_seconds += time.perf_counter() - epoch.start
         cut = PartialEpoch(epoch.order, epoch.batches_done, epoch.seen, total, objective, epoch.elapsed())
-        state = state_dict(self.parts, self.progress, self.group, None, cut)
-        if self.group.is_main:
+        state = state_dict(self.parts, self.progress, self.ranks, None, cut)
+        if self.ranks.is_main:
             checkpoint.save(state, self.run.checkpoint)
-        self.group.barrier()
+        self.ranks.barrier()
         where = f"batch {epoch.batches_done} of {self.steps_per_epoch} in epoch {epoch.number}"
         raise interrupted(signum, self.progress.step, where, self.run.checkpoint)
 
     def raise_if_signalled(self, where: str) -> None:
-        if self.group.any(self.signals.signum != 0, self.parts.device):
+        if self.ranks.any(self.signals.signum != 0, self.parts.device):
             raise interrupted(self.signals.signum or signal.SIGTERM, self.progress.step, where, self.run.checkpoint)
 
     # -- around the loop ---------------------------------------------------------------------------
@@ -379,8 +379,8 @@ class Training:
             where = f"in epoch {p.epoch + 1} at batch {p.partial.batches}" if p.partial else f"after epoch {p.epoch}"
             notice(f"resuming {self.run} {where} (step {p.step})" + (f"; {', '.join(changes)}" if changes else ""))
         notice(step_path(self.parts.estimator, self.parts.vae, self.cfg.compile))
-        if self.group.active:
-            notice(f"data parallel: {self.group.world} processes, {self.cfg.batch_size} points a step in all")
+        if self.ranks.active:
+            notice(f"data parallel: {self.ranks.world} processes, {self.cfg.batch_size} points a step in all")
 
     def __enter__(self) -> Training:
         self._contexts = [pyro.settings.context(module_local_params=True), pyro.validation_enabled(False),
@@ -395,7 +395,7 @@ class Training:
 
     def finish(self, evaluate: bool) -> TrainResult:
         """Evaluate the model the run reports (under early stopping, the best one)."""
-        self.group.barrier()  # rank 0's checkpoints are written
+        self.ranks.barrier()  # rank 0's checkpoints are written
         epoch = self.progress.epoch
         if self.stopper is not None and self.stopper.best_epoch:
             best = checkpoint.load(self.run.best, map_location=self.parts.device)["model"]
@@ -404,7 +404,7 @@ class Training:
         evaluation = None
         if evaluate and self.cfg.eval_num_samples > 0:
             evaluation = evaluate_parts(self.run, self.parts, progress=self.hooks.progress, model_epoch=epoch,
-                                        tracker=self.tracker, step=self.progress.epoch, ranks=self.group)  # fmt: skip
+                                        tracker=self.tracker, step=self.progress.epoch, ranks=self.ranks)  # fmt: skip
         return TrainResult(self.run.path, self.cfg, self.parts.vae, self.progress.metrics, evaluation, self.parts)
 
 
