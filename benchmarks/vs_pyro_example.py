@@ -39,11 +39,7 @@ FUDGE = 1e-7
 class ExampleEncoder(nn.Module):
     def __init__(self, z_dim: int = 50, hidden: int = 400) -> None:
         super().__init__()
-        self.fc1, self.fc21, self.fc22 = (
-            nn.Linear(784, hidden),
-            nn.Linear(hidden, z_dim),
-            nn.Linear(hidden, z_dim),
-        )
+        self.fc1, self.fc21, self.fc22 = (nn.Linear(784, hidden), nn.Linear(hidden, z_dim), nn.Linear(hidden, z_dim))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = nn.functional.softplus(self.fc1(x.reshape(-1, 784)))

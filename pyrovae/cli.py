@@ -56,12 +56,18 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         flag = f"--{DICT_FLAGS.get(name, name.replace('_', '-'))}"
         if name in DICT_FLAGS:
             kind = name.split("_")[0]
-            p.add_argument(flag, dest=name, action="append", metavar="KEY=VALUE",
-                           help=f"{text}, one a flag (repeatable), e.g. {DICT_EXAMPLES[name]}; "
-                                f"each {kind}'s options: pyrovae list")  # fmt: skip
+            p.add_argument(
+                flag,
+                dest=name,
+                action="append",
+                metavar="KEY=VALUE",
+                help=f"{text}, one a flag (repeatable), e.g. {DICT_EXAMPLES[name]}; "
+                f"each {kind}'s options: pyrovae list",
+            )
         elif isinstance(default, list):
-            p.add_argument(flag, dest=name, metavar="N,N",
-                           help=f"{text}; comma-separated; default: {','.join(map(str, default))}")  # fmt: skip
+            p.add_argument(
+                flag, dest=name, metavar="N,N", help=f"{text}; comma-separated; default: {','.join(map(str, default))}"
+            )
         else:
             kind = type(default)
             metavar = METAVARS.get(name) or ("NAME" if name in valid else {int: "N", float: "X"}.get(kind, "TEXT"))
@@ -106,14 +112,17 @@ def _config(args: argparse.Namespace) -> Config | None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     def report(m: dict[str, Any]) -> None:
-        test = "".join(f"  {k.replace('_', ' ')} {m[k]:.2f}" for k in ("test_bound", "test_objective")
-                       if k in m)  # fmt: skip
-        tqdm.write(f"epoch {m['epoch']:4d}  train loss {m['train_loss']:.2f}{test}  "
-                   f"({m['seconds']:.1f} s)")  # fmt: skip
+        test = "".join(f"  {k.replace('_', ' ')} {m[k]:.2f}" for k in ("test_bound", "test_objective") if k in m)
+        tqdm.write(f"epoch {m['epoch']:4d}  train loss {m['train_loss']:.2f}{test}  ({m['seconds']:.1f} s)")
 
-    result = train(_config(args), args.out, resume=args.resume, progress=not args.quiet,
-                   on_epoch=None if args.quiet else report,
-                   notice=None if args.quiet else lambda line: print(line, file=sys.stderr))  # fmt: skip
+    result = train(
+        _config(args),
+        args.out,
+        resume=args.resume,
+        progress=not args.quiet,
+        on_epoch=None if args.quiet else report,
+        notice=None if args.quiet else lambda line: print(line, file=sys.stderr),
+    )
     print(f"run directory: {result.run_dir}")
     if result.evaluation is not None:
         _print_evaluation(result.evaluation)
@@ -124,19 +133,26 @@ def _print_evaluation(e: dict[str, Any]) -> None:
     bpd = e.get("bits_per_dim", {})
     if "log_likelihood" in e:
         in_bits = f" ({bpd['log_likelihood']:.3f} bits/dim)" if "log_likelihood" in bpd else ""
-        print(f"test log-likelihood (IS, K={e['log_likelihood_samples']}): "
-              f"{e['log_likelihood']:.2f} nats{in_bits}")  # fmt: skip
+        print(f"test log-likelihood (IS, K={e['log_likelihood_samples']}): {e['log_likelihood']:.2f} nats{in_bits}")
     if "elbo" in bpd:
         print(f"test ELBO {bpd['elbo']:.3f} bits/dim")
-    print(f"test ELBO {e['elbo']:.2f}  IWAE(K={e['iwae_particles']}) {e['iwae_bound']:.2f}  "
-          f"KL {e['kl']:.2f}  reconstruction {e['reconstruction']:.2f}  "
-          f"active units {e.get('active_units', 'n/a')}  ({e['seconds']:.1f} s)")  # fmt: skip
+    print(
+        f"test ELBO {e['elbo']:.2f}  IWAE(K={e['iwae_particles']}) {e['iwae_bound']:.2f}  "
+        f"KL {e['kl']:.2f}  reconstruction {e['reconstruction']:.2f}  "
+        f"active units {e.get('active_units', 'n/a')}  ({e['seconds']:.1f} s)"
+    )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    ais_flags = {"points": "--points", "ais_steps": "--ais-steps", "ais_chains": "--ais-chains",
-                 "hmc_steps": "--hmc-steps", "step_size": "--step-size", "ais_init": "--ais-init",
-                 "schedule": "--schedule"}  # fmt: skip
+    ais_flags = {
+        "points": "--points",
+        "ais_steps": "--ais-steps",
+        "ais_chains": "--ais-chains",
+        "hmc_steps": "--hmc-steps",
+        "step_size": "--step-size",
+        "ais_init": "--ais-init",
+        "schedule": "--schedule",
+    }
     if args.method == "is":
         given = [flag for key, flag in ais_flags.items() if getattr(args, key) is not None]
         if given:
@@ -144,26 +160,55 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         _print_evaluation(evaluate_run(args.run_dir, num_samples=args.num_samples, device=args.device, progress=True))
         print(f"wrote {args.run_dir}/evaluation.json, samples.png, reconstructions.png")
         return 0
-    options = {key: getattr(args, flag) for key, flag in (("num_steps", "ais_steps"), ("num_chains", "ais_chains"),
-               ("hmc_steps", "hmc_steps"), ("step_size", "step_size"), ("init", "ais_init"),
-               ("schedule", "schedule")) if getattr(args, flag) is not None}  # fmt: skip
-    r = evaluate_run_ais(args.run_dir, points=args.points, num_samples=args.num_samples, device=args.device,
-                         progress=True, **options)  # fmt: skip
+    options = {
+        key: getattr(args, flag)
+        for key, flag in (
+            ("num_steps", "ais_steps"),
+            ("num_chains", "ais_chains"),
+            ("hmc_steps", "hmc_steps"),
+            ("step_size", "step_size"),
+            ("init", "ais_init"),
+            ("schedule", "schedule"),
+        )
+        if getattr(args, flag) is not None
+    }
+    r = evaluate_run_ais(
+        args.run_dir, points=args.points, num_samples=args.num_samples, device=args.device, progress=True, **options
+    )
     a = r["ais"]
-    print(f"test log-likelihood on the first {r['num_points']} test points, AIS ({a['num_steps']} steps, "
-          f"{a['num_chains']} chains, {a['hmc_steps']} leapfrog steps, acceptance {r['acceptance']:.2f}): "
-          f"{r['log_likelihood_ais']:.2f} nats ({r['seconds_ais']:.1f} s)")  # fmt: skip
-    print(f"IS (K={r['is_samples']}) on the same points: {r['log_likelihood_is']:.2f} nats "
-          f"({r['seconds_is']:.1f} s); IS - AIS = {r['is_minus_ais']:+.2f} nats")  # fmt: skip
+    print(
+        f"test log-likelihood on the first {r['num_points']} test points, AIS ({a['num_steps']} steps, "
+        f"{a['num_chains']} chains, {a['hmc_steps']} leapfrog steps, acceptance {r['acceptance']:.2f}): "
+        f"{r['log_likelihood_ais']:.2f} nats ({r['seconds_ais']:.1f} s)"
+    )
+    print(
+        f"IS (K={r['is_samples']}) on the same points: {r['log_likelihood_is']:.2f} nats "
+        f"({r['seconds_is']:.1f} s); IS - AIS = {r['is_minus_ais']:+.2f} nats"
+    )
     print(f"wrote {args.run_dir}/ais.json")
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
-    for key in ("estimators", "likelihoods", "seeds", "workers", "eval_num_samples", "psis_samples",
-                "snr_draws", "gap_points", "gap_steps", "ais_points", "ais_steps", "ais_chains", "backend", "address",
-                "cell_cpus", "cell_gpus"):  # fmt: skip
+    for key in (
+        "estimators",
+        "likelihoods",
+        "seeds",
+        "workers",
+        "eval_num_samples",
+        "psis_samples",
+        "snr_draws",
+        "gap_points",
+        "gap_steps",
+        "ais_points",
+        "ais_steps",
+        "ais_chains",
+        "backend",
+        "address",
+        "cell_cpus",
+        "cell_gpus",
+    ):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     budgets = {k: getattr(args, k) for k in ("epochs", "steps", "seconds") if getattr(args, k) is not None}
@@ -215,75 +260,120 @@ def parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _evaluate_parser(sub)
     _compare_parser(sub)
-    ls = sub.add_parser("list", help="list the likelihoods, estimators (with their options), data sets, presets",
-                        description="List the likelihoods and estimators with their options, the data sets and "
-                                    "the presets.")  # fmt: skip
+    ls = sub.add_parser(
+        "list",
+        help="list the likelihoods, estimators (with their options), data sets, presets",
+        description="List the likelihoods and estimators with their options, the data sets and the presets.",
+    )
     ls.set_defaults(fn=_cmd_list)
     return p
 
 
 def _train_parser(sub: Any) -> None:
-    t = sub.add_parser("train", help="train a VAE and evaluate it on the test set",
-                       description="Train a VAE and evaluate it on the test set. Flags override --config.")  # fmt: skip
+    t = sub.add_parser(
+        "train",
+        help="train a VAE and evaluate it on the test set",
+        description="Train a VAE and evaluate it on the test set. Flags override --config.",
+    )
     t.add_argument("--out", default="runs/default", metavar="DIR", help="run directory (default: runs/default)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its checkpoint, exactly; of the other flags only these may "
-                        f"change: {', '.join('--' + k.replace('_', '-') for k in sorted(RESUMABLE))}")  # fmt: skip
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint, exactly; of the other flags only these may "
+        f"change: {', '.join('--' + k.replace('_', '-') for k in sorted(RESUMABLE))}",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar, epoch lines or notices")
     _add_config_flags(t)
     t.set_defaults(fn=_cmd_train)
 
 
 def _evaluate_parser(sub: Any) -> None:
-    e = sub.add_parser("evaluate", help="evaluate a run directory (evaluation.json, PNG grids)",
-                       description="Evaluate a run directory: evaluation.json and PNG grids of samples and "
-                                   "reconstructions.")  # fmt: skip
+    e = sub.add_parser(
+        "evaluate",
+        help="evaluate a run directory (evaluation.json, PNG grids)",
+        description="Evaluate a run directory: evaluation.json and PNG grids of samples and reconstructions.",
+    )
     e.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyrovae train")
-    e.add_argument("--num-samples", type=int, default=None, metavar="K",
-                   help="K of the IS log-likelihood (default: the run's eval_num_samples)")  # fmt: skip
-    e.add_argument("--device", default=None, metavar="NAME",
-                   help="torch device: auto, cpu, cuda or cuda:N (default: the run's device)")  # fmt: skip
-    e.add_argument("--method", default="is", choices=METHODS,
-                   help="is: the full evaluation (IS log-likelihood, bounds, KL, active units, grids); ais: annealed "
-                        "importance sampling with HMC on --points test points, beside IS on the same points, into "
-                        "ais.json (default: is)")  # fmt: skip
+    e.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        metavar="K",
+        help="K of the IS log-likelihood (default: the run's eval_num_samples)",
+    )
+    e.add_argument(
+        "--device",
+        default=None,
+        metavar="NAME",
+        help="torch device: auto, cpu, cuda or cuda:N (default: the run's device)",
+    )
+    e.add_argument(
+        "--method",
+        default="is",
+        choices=METHODS,
+        help="is: the full evaluation (IS log-likelihood, bounds, KL, active units, grids); ais: annealed "
+        "importance sampling with HMC on --points test points, beside IS on the same points, into "
+        "ais.json (default: is)",
+    )
     e.add_argument("--points", type=int, metavar="N", help="ais: the first N test points (default: all)")
     e.add_argument("--ais-steps", type=int, metavar="T", help="ais: intermediate distributions (default: 1000)")
     e.add_argument("--ais-chains", type=int, metavar="C", help="ais: chains per data point (default: 16)")
     e.add_argument("--hmc-steps", type=int, metavar="L", help="ais: leapfrog steps per HMC transition (default: 10)")
-    e.add_argument("--step-size", type=float, metavar="X",
-                   help="ais: initial leapfrog step size, then adapted per point (default: 0.05)")  # fmt: skip
+    e.add_argument(
+        "--step-size",
+        type=float,
+        metavar="X",
+        help="ais: initial leapfrog step size, then adapted per point (default: 0.05)",
+    )
     e.add_argument("--ais-init", choices=INITS, help="ais: where the chains start (default: guide)")
     e.add_argument("--schedule", choices=SCHEDULES, help="ais: the spacing of beta from 0 to 1 (default: sigmoid)")
     e.set_defaults(fn=_cmd_evaluate)
 
 
 def _compare_parser(sub: Any) -> None:
-    c = sub.add_parser("compare", help="run a fair grid of estimators and write a report",
-                       description="Run a grid of estimators x likelihoods x seeds, one budget for all, and "
-                                   "write a report.")  # fmt: skip
+    c = sub.add_parser(
+        "compare",
+        help="run a fair grid of estimators and write a report",
+        description="Run a grid of estimators x likelihoods x seeds, one budget for all, and write a report.",
+    )
     c.add_argument("--config", metavar="FILE", help="TOML comparison spec (flags override it)")
     c.add_argument("--out", default="runs/compare", metavar="DIR", help="comparison directory (default: runs/compare)")
-    c.add_argument("--estimators", nargs="+", metavar="SPEC",
-                   help="name[:K[:key=value,...]], e.g. elbo iwae:5 dreg:50 renyi:5:alpha=0.5; names: "
-                        + ", ".join(choices()["estimator"]))  # fmt: skip
-    c.add_argument("--likelihoods", nargs="+", metavar="NAME",
-                   help="likelihoods to compare; one of: " + ", ".join(likelihoods.names()))  # fmt: skip
+    c.add_argument(
+        "--estimators",
+        nargs="+",
+        metavar="SPEC",
+        help="name[:K[:key=value,...]], e.g. elbo iwae:5 dreg:50 renyi:5:alpha=0.5; names: "
+        + ", ".join(choices()["estimator"]),
+    )
+    c.add_argument(
+        "--likelihoods",
+        nargs="+",
+        metavar="NAME",
+        help="likelihoods to compare; one of: " + ", ".join(likelihoods.names()),
+    )
     c.add_argument("--seeds", nargs="+", type=int, metavar="N", help="seeds: each cell runs once a seed")
     c.add_argument("--epochs", type=int, metavar="N", help="budget: epochs per cell")
     c.add_argument("--steps", type=int, metavar="N", help="budget: gradient steps per cell")
     c.add_argument("--seconds", type=float, metavar="X", help="budget: training seconds per cell")
     c.add_argument("--workers", type=int, metavar="N", help="cells run in this many processes at once")
-    c.add_argument("--backend", choices=BACKENDS,
-                   help="process: a local pool of --workers processes (default); ray: each cell a Ray task, on a "
-                        "local Ray or the cluster at --address (pip install \"pyrovae[ray]\")")  # fmt: skip
-    c.add_argument("--address", metavar="HOST:PORT",
-                   help="ray: the cluster to join (host:port of its head, or auto); default: start a local "
-                        "Ray")  # fmt: skip
+    c.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="process: a local pool of --workers processes (default); ray: each cell a Ray task, on a "
+        'local Ray or the cluster at --address (pip install "pyrovae[ray]")',
+    )
+    c.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="ray: the cluster to join (host:port of its head, or auto); default: start a local Ray",
+    )
     c.add_argument("--cell-cpus", type=float, metavar="X", help="ray: CPUs a cell asks for (default: 1)")
-    c.add_argument("--cell-gpus", type=float, metavar="X",
-                   help="ray: GPUs a cell asks for, a fraction to share one between small cells "
-                        "(default: 0)")  # fmt: skip
+    c.add_argument(
+        "--cell-gpus",
+        type=float,
+        metavar="X",
+        help="ray: GPUs a cell asks for, a fraction to share one between small cells (default: 0)",
+    )
     _compare_diagnostic_flags(c)
     c.set_defaults(fn=_cmd_compare)
 
@@ -294,16 +384,29 @@ def _compare_diagnostic_flags(c: argparse.ArgumentParser) -> None:
     c.add_argument("--snr-draws", type=int, metavar="R", help="gradient draws for the SNR")
     c.add_argument("--gap-points", type=int, metavar="N", help="test points for the gaps")
     c.add_argument("--gap-steps", type=int, metavar="N", help="steps refining q for the gaps")
-    c.add_argument("--ais-points", type=int, metavar="N",
-                   help="test points (spread over the test set) that also get an AIS log-likelihood, with IS minus "
-                        "AIS in the report (default: 0, none)")  # fmt: skip
+    c.add_argument(
+        "--ais-points",
+        type=int,
+        metavar="N",
+        help="test points (spread over the test set) that also get an AIS log-likelihood, with IS minus "
+        "AIS in the report (default: 0, none)",
+    )
     c.add_argument("--ais-steps", type=int, metavar="T", help="AIS intermediate distributions (default: 1000)")
     c.add_argument("--ais-chains", type=int, metavar="C", help="AIS chains per point (default: 16)")
-    c.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="a train config key for every cell (repeatable), e.g. --set hidden=[200]")  # fmt: skip
-    c.add_argument("--vary", action="append", nargs="+", metavar="KEY VALUE",
-                   help="an axis of the grid: a train config key and its values (repeatable; the grid takes every "
-                        "combination), e.g. --vary guide gaussian iaf --vary latents [50] [100,50]")  # fmt: skip
+    c.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a train config key for every cell (repeatable), e.g. --set hidden=[200]",
+    )
+    c.add_argument(
+        "--vary",
+        action="append",
+        nargs="+",
+        metavar="KEY VALUE",
+        help="an axis of the grid: a train config key and its values (repeatable; the grid takes every "
+        "combination), e.g. --vary guide gaussian iaf --vary latents [50] [100,50]",
+    )
 
 
 def _rank() -> str:

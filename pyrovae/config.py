@@ -32,16 +32,26 @@ def _key(default: Any, help: str) -> Any:
 
 @dataclass
 class Config:
-    preset: str = _key("", "a paper's protocol to start from (architecture, optimizer, schedule, data, evaluation): a "
-                       "preset name or a TOML file; the config file and flags override it")  # fmt: skip
+    preset: str = _key(
+        "",
+        "a paper's protocol to start from (architecture, optimizer, schedule, data, evaluation): a "
+        "preset name or a TOML file; the config file and flags override it",
+    )
     # data
-    dataset: str = _key("digits", "the data: digits (5,000 MNIST images shipped with pyrovae); mnist, "
-                       "mnist_static, fashion_mnist, omniglot, cifar10 (downloaded once and SHA-256 checked at "
-                       "every load); or npz (your own file, see data_path)")  # fmt: skip
-    data_path: str = _key("", "downloaded data sets: the folder holding their files (default "
-                          "$PYROVAE_DATA/<dataset> or ~/.cache/pyrovae/<dataset>); npz: the .npz file")  # fmt: skip
-    binarization: str = _key("dynamic", "for binary likelihoods: redraw the binary pixels every epoch (dynamic) or "
-                            "draw them once (fixed)")  # fmt: skip
+    dataset: str = _key(
+        "digits",
+        "the data: digits (5,000 MNIST images shipped with pyrovae); mnist, "
+        "mnist_static, fashion_mnist, omniglot, cifar10 (downloaded once and SHA-256 checked at "
+        "every load); or npz (your own file, see data_path)",
+    )
+    data_path: str = _key(
+        "",
+        "downloaded data sets: the folder holding their files (default "
+        "$PYROVAE_DATA/<dataset> or ~/.cache/pyrovae/<dataset>); npz: the .npz file",
+    )
+    binarization: str = _key(
+        "dynamic", "for binary likelihoods: redraw the binary pixels every epoch (dynamic) or draw them once (fixed)"
+    )
     # model
     likelihood: str = _key("bernoulli", "p(x | z), a registered likelihood")
     likelihood_options: dict[str, Any] = _key({}, "options of the likelihood")
@@ -50,16 +60,28 @@ class Config:
     activation: str = _key("relu", "the nonlinearity between layers")
     z_dim: int = _key(50, "size of the latent code z")
     # model family (pyrovae/families): the latent layers, the guide and the prior
-    latents: list[int] = _key([], "stochastic layers' sizes, bottom (next to x) to top, e.g. [100, 50] for Burda et "
-                              "al.'s two layers; empty: one layer of z_dim")  # fmt: skip
-    latent: str = _key("gaussian", "the latent units: gaussian, or bernoulli (a sigmoid belief net; train with "
-                       "estimators that take score functions: elbo, iwae, vimco, rws)")  # fmt: skip
-    guide: str = _key("gaussian", "q(z | x): a diagonal gaussian, or that gaussian followed by conditional "
-                      "autoregressive flows: iaf (Kingma et al. 2016) or spline (neural spline flows)")  # fmt: skip
+    latents: list[int] = _key(
+        [],
+        "stochastic layers' sizes, bottom (next to x) to top, e.g. [100, 50] for Burda et "
+        "al.'s two layers; empty: one layer of z_dim",
+    )
+    latent: str = _key(
+        "gaussian",
+        "the latent units: gaussian, or bernoulli (a sigmoid belief net; train with "
+        "estimators that take score functions: elbo, iwae, vimco, rws)",
+    )
+    guide: str = _key(
+        "gaussian",
+        "q(z | x): a diagonal gaussian, or that gaussian followed by conditional "
+        "autoregressive flows: iaf (Kingma et al. 2016) or spline (neural spline flows)",
+    )
     flow_layers: int = _key(2, "flow guides: the number of flow steps")
     flow_hidden: list[int] = _key([200], "flow guides: hidden layer sizes of each step's autoregressive net")
-    prior: str = _key("gaussian", "p(z): N(0, I) (gaussian), the VampPrior (vamp: a mixture of the guide at learned "
-                      "pseudo-inputs, Tomczak & Welling 2018) or a learned mixture of gaussians (mog)")  # fmt: skip
+    prior: str = _key(
+        "gaussian",
+        "p(z): N(0, I) (gaussian), the VampPrior (vamp: a mixture of the guide at learned "
+        "pseudo-inputs, Tomczak & Welling 2018) or a learned mixture of gaussians (mog)",
+    )
     prior_components: int = _key(500, "vamp and mog priors: the number of mixture components (pseudo-inputs)")
     # estimator
     estimator: str = _key("elbo", "the training objective and its gradient estimator")
@@ -71,8 +93,11 @@ class Config:
     max_seconds: float = _key(0.0, "stop after this much training time (0: no limit)")
     batch_size: int = _key(100, "data points a gradient step")
     lr: float = _key(1e-3, "Adam's learning rate (at the start of the schedule)")
-    lr_schedule: str = _key("constant", "the learning rate over epochs: constant, burda2016 (3^i epochs at "
-                            "lr 10^(-i/7), i = 0..7: 3,280 epochs) or cosine (to 0 over epochs)")  # fmt: skip
+    lr_schedule: str = _key(
+        "constant",
+        "the learning rate over epochs: constant, burda2016 (3^i epochs at "
+        "lr 10^(-i/7), i = 0..7: 3,280 epochs) or cosine (to 0 over epochs)",
+    )
     adam_beta1: float = _key(0.9, "Adam's beta1")
     adam_beta2: float = _key(0.999, "Adam's beta2")
     adam_eps: float = _key(1e-8, "Adam's epsilon")
@@ -80,20 +105,32 @@ class Config:
     device: str = _key("auto", "torch device: auto (CUDA when present), cpu, cuda or cuda:N")
     log_every: int = _key(50, "steps between host syncs: the loss read, the NaN check, the progress bar")
     compile: str = _key("off", "torch.compile the loss (reduce-overhead captures CUDA graphs)")
-    validation: int = _key(0, "training points held out as a validation set (a fixed split, the same every run); "
-                           "mnist_static comes with its own")  # fmt: skip
-    patience: int = _key(0, "early stopping: stop once the validation bound has not improved for this many "
-                         "evaluations, and evaluate the best model (0: off)")  # fmt: skip
+    validation: int = _key(
+        0,
+        "training points held out as a validation set (a fixed split, the same every run); "
+        "mnist_static comes with its own",
+    )
+    patience: int = _key(
+        0,
+        "early stopping: stop once the validation bound has not improved for this many "
+        "evaluations, and evaluate the best model (0: off)",
+    )
     # evaluation
     test_every: int = _key(1, "epochs between test- and validation-bound evaluations (the last epoch always has one)")
     eval_num_samples: int = _key(5000, "K of the importance-sampled test log-likelihood after training (0 skips it)")
     eval_chunk_size: int = _key(250, "particles at a time in that estimate (memory)")
     eval_batch_size: int = _key(100, "test points at a time in evaluation")
     # tracking (optional extras)
-    tracking: str = _key("", "where the run also shows up: tensorboard (event files in <run>/tensorboard) or mlflow "
-                         "(an MLflow run; by default a local store in <run>/mlflow); empty: nowhere else")  # fmt: skip
-    tracking_uri: str = _key("", "tensorboard: the log folder; mlflow: the tracking URI (e.g. http://host:5000 or "
-                             "sqlite:///mlflow.db); empty: inside the run directory")  # fmt: skip
+    tracking: str = _key(
+        "",
+        "where the run also shows up: tensorboard (event files in <run>/tensorboard) or mlflow "
+        "(an MLflow run; by default a local store in <run>/mlflow); empty: nowhere else",
+    )
+    tracking_uri: str = _key(
+        "",
+        "tensorboard: the log folder; mlflow: the tracking URI (e.g. http://host:5000 or "
+        "sqlite:///mlflow.db); empty: inside the run directory",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

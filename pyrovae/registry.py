@@ -55,8 +55,12 @@ def option_types(cls: type) -> dict[str, Any]:
     return {p.name: hint for p, hint in _signatures(cls)}
 
 
-_WORDS = {bool: "true or false (bool)", int: "an integer (int)", float: "a finite number (float)",
-          str: "a string (str)"}  # fmt: skip
+_WORDS = {
+    bool: "true or false (bool)",
+    int: "an integer (int)",
+    float: "a finite number (float)",
+    str: "a string (str)",
+}
 
 
 def describe(hint: Any) -> str:

@@ -78,14 +78,17 @@ class VAE(nn.Module):
         self.family = family
         self.x_dim, self.z_dim = x_dim, family.latents[0] if family.latents else z_dim  # the layer next to x
         if family.is_default:
-            encoder, decoder = _networks(self.z_dim, likelihood, x_dim, tuple(hidden), activation, architecture,
-                                         image_shape, encoder, decoder)  # fmt: skip
+            encoder, decoder = _networks(
+                self.z_dim, likelihood, x_dim, tuple(hidden), activation, architecture, image_shape, encoder, decoder
+            )
             self.model = VAEModel(decoder, likelihood, self.z_dim, f"{self.name}.model")
             self.guide = VAEGuide(encoder, f"{self.name}.guide")
             return
         if encoder is not None or decoder is not None or architecture != "mlp":
-            raise ConfigError("latents/latent/guide/prior other than one gaussian layer build their own mlp "
-                              "networks: give no encoder, decoder or architecture")  # fmt: skip
+            raise ConfigError(
+                "latents/latent/guide/prior other than one gaussian layer build their own mlp "
+                "networks: give no encoder, decoder or architecture"
+            )
         self.model, self.guide = build(family, x_dim, z_dim, likelihood, tuple(hidden), activation, self.name)
 
     @property
@@ -107,8 +110,9 @@ def _family(family: Family | None, keys: dict[str, Any]) -> Family:
     """The family given, or built from its keys as keywords (one line naming an unknown key)."""
     unknown = sorted(set(keys) - set(Family.keys()))
     if unknown:
-        raise ConfigError(f"VAE has no option {', '.join(map(repr, unknown))}; the family's keys: "
-                          f"{', '.join(Family.keys())}")  # fmt: skip
+        raise ConfigError(
+            f"VAE has no option {', '.join(map(repr, unknown))}; the family's keys: {', '.join(Family.keys())}"
+        )
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in keys.items()}
     return replace(family or Family(), **values)
 
@@ -122,9 +126,16 @@ def _likelihood(likelihood: str | Likelihood, options: dict[str, Any] | None, x_
 
 
 def _networks(
-    z_dim: int, likelihood: Likelihood, x_dim: int, hidden: tuple[int, ...], activation: str, architecture: str,
-    image_shape: Sequence[int] | None, encoder: nn.Module | None, decoder: nn.Module | None,
-) -> tuple[nn.Module, nn.Module]:  # fmt: skip
+    z_dim: int,
+    likelihood: Likelihood,
+    x_dim: int,
+    hidden: tuple[int, ...],
+    activation: str,
+    architecture: str,
+    image_shape: Sequence[int] | None,
+    encoder: nn.Module | None,
+    decoder: nn.Module | None,
+) -> tuple[nn.Module, nn.Module]:
     """The one-Gaussian VAE's encoder and decoder: the user's, or pyrovae's MLP or conv nets."""
     if architecture == "conv":
         if image_shape is None:

@@ -48,16 +48,25 @@ def run_cell(cell_dir: str | Path, config: dict[str, Any], settings: Settings) -
     with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
         last = result.metrics[-1]
         if not snr_log or snr_log[-1]["epoch"] != last["epoch"]:
-            snr_log.append({"epoch": last["epoch"], "step": last["step"], **snr(settings, parts.vae, parts.estimator,
-                                                                               parts.dataset)})  # fmt: skip
+            snr_log.append(
+                {
+                    "epoch": last["epoch"],
+                    "step": last["step"],
+                    **snr(settings, parts.vae, parts.estimator, parts.dataset),
+                }
+            )
         t = time.perf_counter()
         found = diagnose(settings, parts)
         found["diagnostics_seconds"] = time.perf_counter() - t
         with torch.no_grad():
             scale = 255.0 if parts.dataset.kind == "counts" else 1.0
             save_grid(cell_dir / "samples.png", parts.vae.sample(64) / scale, parts.dataset.images.image_shape)
-    out = {"cell": settings["cell"], "config": result.config.to_dict(), **summary(result, found, snr_log),
-           "seconds": time.perf_counter() - start}  # fmt: skip
+    out = {
+        "cell": settings["cell"],
+        "config": result.config.to_dict(),
+        **summary(result, found, snr_log),
+        "seconds": time.perf_counter() - start,
+    }
     if result.config.tracking:  # the cell's diagnostics beside its training curves, in the same tracked run
         track(result, out, snr_log)
     write_atomic(cell_dir / RESULT_FILE, json.dumps(out) + "\n")
@@ -79,8 +88,16 @@ def snr(settings: Settings, vae: VAE, estimator: Any, dataset: InMemoryData) -> 
     groups = {"encoder": list(vae.guide.parameters()), "decoder": list(vae.model.parameters())}
     draws = settings["snr_draws"]
     blocks = max(b for b in range(1, 41) if draws % b == 0)
-    res = gradient_snr(estimator, vae.model, vae.guide, x, groups=groups, num_draws=draws,
-                       num_blocks=blocks, num_data=dataset.num_train)  # fmt: skip
+    res = gradient_snr(
+        estimator,
+        vae.model,
+        vae.guide,
+        x,
+        groups=groups,
+        num_draws=draws,
+        num_blocks=blocks,
+        num_data=dataset.num_train,
+    )
     return {g: s.to_dict() for g, s in res.items()}
 
 
@@ -88,10 +105,14 @@ def diagnose(settings: Settings, parts: Parts) -> dict[str, Any]:
     """The test evaluation (with per-point values), PSIS k-hat and ESS, the gaps and AIS."""
     cfg, vae, dataset = parts.config, parts.vae, parts.dataset
     evaluation = evaluate_model(
-        vae.model, vae.guide, dataset.test_batches(cfg.eval_batch_size),
+        vae.model,
+        vae.guide,
+        dataset.test_batches(cfg.eval_batch_size),
         num_particles=getattr(parts.estimator, "num_draws", cfg.num_particles),
-        num_samples=settings["eval_num_samples"], chunk_size=cfg.eval_chunk_size, per_point=True,
-    )  # fmt: skip
+        num_samples=settings["eval_num_samples"],
+        chunk_size=cfg.eval_chunk_size,
+        per_point=True,
+    )
     points = evaluation.pop("points")
     found = {"evaluation": evaluation, "points": points, **psis(settings, parts), **gaps(settings, parts)}
     found.update(ais(settings, parts, points))
@@ -102,17 +123,23 @@ def psis(settings: Settings, parts: Parts) -> dict[str, Any]:
     """PSIS k-hat and importance ESS of the guide on test points spread over the set."""
     vae, dataset = parts.vae, parts.dataset
     idx = spread(dataset.num_test, settings["psis_points"], dataset.device)
-    found = [importance_diagnostics(vae.model, vae.guide, dataset.test[chunk], num_samples=settings["psis_samples"])
-             for chunk in idx.split(50)]  # fmt: skip
+    found = [
+        importance_diagnostics(vae.model, vae.guide, dataset.test[chunk], num_samples=settings["psis_samples"])
+        for chunk in idx.split(50)
+    ]
     khat = np.concatenate([d["khat"] for d in found])
     ess = np.concatenate([d["ess"] for d in found])
     finite = khat[np.isfinite(khat)]
     return {
-        "psis": {"khat_median": float(np.median(khat)), "khat_above_0.7": float((khat > 0.7).mean()),
-                 "khat_mean_finite": float(finite.mean()) if finite.size else None, "ess_mean": float(ess.mean()),
-                 "samples": settings["psis_samples"]},
+        "psis": {
+            "khat_median": float(np.median(khat)),
+            "khat_above_0.7": float((khat > 0.7).mean()),
+            "khat_mean_finite": float(finite.mean()) if finite.size else None,
+            "ess_mean": float(ess.mean()),
+            "samples": settings["psis_samples"],
+        },
         "psis_points": {"khat": khat.tolist(), "ess": ess.tolist(), "psis_index": idx.cpu().tolist()},
-    }  # fmt: skip
+    }
 
 
 def gaps(settings: Settings, parts: Parts) -> dict[str, Any]:
@@ -122,11 +149,18 @@ def gaps(settings: Settings, parts: Parts) -> dict[str, Any]:
     idx = spread(dataset.num_test, settings["gap_points"], dataset.device)
     if not hasattr(vae.guide, "local_parameters") or not settings["gap_points"]:
         return {"gaps": {}, "gap_points": {"gap_index": []}}
-    found = amortization_gaps(vae.model, vae.guide, dataset.test[idx], steps=settings["gap_steps"],
-                              num_samples=min(settings["eval_num_samples"], 1000))  # fmt: skip
+    found = amortization_gaps(
+        vae.model,
+        vae.guide,
+        dataset.test[idx],
+        steps=settings["gap_steps"],
+        num_samples=min(settings["eval_num_samples"], 1000),
+    )
     per_point = {f"gap_{k}": v.cpu().tolist() for k, v in found.items()}
-    return {"gaps": {k: float(v.mean()) for k, v in found.items()},
-            "gap_points": {"gap_index": idx.cpu().tolist(), **per_point}}  # fmt: skip
+    return {
+        "gaps": {k: float(v.mean()) for k, v in found.items()},
+        "gap_points": {"gap_index": idx.cpu().tolist(), **per_point},
+    }
 
 
 def ais(settings: Settings, parts: Parts, points: dict[str, Any]) -> dict[str, Any]:
@@ -137,12 +171,20 @@ def ais(settings: Settings, parts: Parts, points: dict[str, Any]) -> dict[str, A
     idx = spread(dataset.num_test, settings["ais_points"], dataset.device)
     is_points = torch.tensor(points["log_likelihood"], device=dataset.device)[idx]
     found = ais_against_is(
-        parts.vae, dataset.test[idx], num_samples=settings["eval_num_samples"], chunk_size=cfg.eval_chunk_size,
-        batch_size=cfg.eval_batch_size, is_points=is_points, num_steps=settings["ais_steps"],
-        num_chains=settings["ais_chains"], hmc_steps=settings["ais_hmc_steps"],
-    )  # fmt: skip
-    return {"ais": {k: v for k, v in found.items() if k != "points"},
-            "ais_points": {"ais_index": idx.cpu().tolist(), "ais": found["points"]["ais"]}}  # fmt: skip
+        parts.vae,
+        dataset.test[idx],
+        num_samples=settings["eval_num_samples"],
+        chunk_size=cfg.eval_chunk_size,
+        batch_size=cfg.eval_batch_size,
+        is_points=is_points,
+        num_steps=settings["ais_steps"],
+        num_chains=settings["ais_chains"],
+        hmc_steps=settings["ais_hmc_steps"],
+    )
+    return {
+        "ais": {k: v for k, v in found.items() if k != "points"},
+        "ais_points": {"ais_index": idx.cpu().tolist(), "ais": found["points"]["ais"]},
+    }
 
 
 def summary(result: TrainResult, found: dict[str, Any], snr_log: list[dict[str, Any]]) -> dict[str, Any]:

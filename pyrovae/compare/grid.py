@@ -145,8 +145,16 @@ class GridSpec:
             )
         if next(iter(self.budget.values())) <= 0:
             raise ConfigError(f"the budget must be positive, got {self.budget}")
-        owned = {"estimator", "num_particles", "estimator_options", "likelihood", "seed", "epochs", "max_steps",
-                 "max_seconds"}  # fmt: skip
+        owned = {
+            "estimator",
+            "num_particles",
+            "estimator_options",
+            "likelihood",
+            "seed",
+            "epochs",
+            "max_steps",
+            "max_seconds",
+        }
         for part, keys in (("base", self.base), ("vary", self.vary)):
             clash = sorted(set(keys) & owned)
             if clash:
@@ -182,16 +190,27 @@ class GridSpec:
         return [tuple(zip(keys, values, strict=True)) for values in itertools.product(*frozen)]  # hashable cells
 
     def cells(self) -> list[Cell]:
-        return [Cell(e, lik, seed, v) for v in self.variants() for e in self.specs for lik in self.likelihoods
-                for seed in self.seeds]  # fmt: skip
+        return [
+            Cell(e, lik, seed, v)
+            for v in self.variants()
+            for e in self.specs
+            for lik in self.likelihoods
+            for seed in self.seeds
+        ]
 
     def cell_config(self, cell: Cell) -> dict[str, Any]:
         """The full ``pyrovae train`` config of a cell."""
         unit, amount = next(iter(self.budget.items()))
-        cfg = {**self.base, **cell.variant_dict, "estimator": cell.estimator.name,
-               "num_particles": cell.estimator.num_particles,
-               "estimator_options": dict(cell.estimator.options),
-               "likelihood": cell.likelihood, "seed": cell.seed, "eval_num_samples": 0}  # fmt: skip
+        cfg = {
+            **self.base,
+            **cell.variant_dict,
+            "estimator": cell.estimator.name,
+            "num_particles": cell.estimator.num_particles,
+            "estimator_options": dict(cell.estimator.options),
+            "likelihood": cell.likelihood,
+            "seed": cell.seed,
+            "eval_num_samples": 0,
+        }
         if unit == "epochs":
             cfg["epochs"] = int(amount)
         else:

@@ -57,8 +57,9 @@ def run_on_ray(
     ray = import_ray()
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=False)  # fmt: skip
+        ray.init(
+            address=address or "local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False
+        )
     pending: list[Any] = []
     try:
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_cell_task)

@@ -120,8 +120,7 @@ def plot_learning_curves(path: Path, results: list[dict[str, Any]]) -> None:
             ax.plot(ep, [-x["train_loss"] for x in m], color=color, linestyle="--", alpha=0.7, linewidth=1)
             test = [(x["epoch"], x["test_bound"]) for x in m if "test_bound" in x]
             if test:
-                ax.plot(*zip(*test, strict=True), color=color, linewidth=1.5,
-                        label=label if r is rs[0] else None)  # fmt: skip
+                ax.plot(*zip(*test, strict=True), color=color, linewidth=1.5, label=label if r is rs[0] else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("bound (nats per image)")
     ax.set_title("learning curves: train (dashed) and test (solid) bound")
@@ -205,23 +204,33 @@ def write_netcdf(path: Path, results: list[dict[str, Any]], table_rows: list[dic
     n_ais = max(len(r["points"].get("ais", [])) for r in results)
     n_epoch = max(len(r["metrics"]) for r in results)
     data_vars: dict[str, Any] = {c: ("cell", [row[c] for row in table_rows]) for c in COLUMNS}
-    data_vars.update({
-        "log_likelihood": (("cell", "point"), padded(lambda r: r["points"].get("log_likelihood", []), n_point)),
-        "elbo": (("cell", "point"), padded(lambda r: r["points"]["elbo"], n_point)),
-        "iwae_bound": (("cell", "point"), padded(lambda r: r["points"]["iwae_bound"], n_point)),
-        "khat": (("cell", "psis_point"), padded(lambda r: r["points"]["khat"], n_psis)),
-        "ess": (("cell", "psis_point"), padded(lambda r: r["points"]["ess"], n_psis)),
-        "approximation_gap_point": (("cell", "gap_point"),
-                                    padded(lambda r: r["points"].get("gap_approximation_gap", []), n_gap)),
-        "amortization_gap_point": (("cell", "gap_point"),
-                                   padded(lambda r: r["points"].get("gap_amortization_gap", []), n_gap)),
-        "log_likelihood_ais": (("cell", "ais_point"), padded(lambda r: r["points"].get("ais", []), n_ais)),
-        "ais_index": (("cell", "ais_point"), padded(lambda r: r["points"].get("ais_index", []), n_ais)),
-        "train_loss": (("cell", "epoch"), padded(lambda r: [m.get("train_loss", np.nan) for m in r["metrics"]],
-                                                 n_epoch)),
-        "test_bound": (("cell", "epoch"), padded(lambda r: [m.get("test_bound", m.get("test_objective", np.nan))
-                                                            for m in r["metrics"]], n_epoch)),
-    })  # fmt: skip
+    data_vars.update(
+        {
+            "log_likelihood": (("cell", "point"), padded(lambda r: r["points"].get("log_likelihood", []), n_point)),
+            "elbo": (("cell", "point"), padded(lambda r: r["points"]["elbo"], n_point)),
+            "iwae_bound": (("cell", "point"), padded(lambda r: r["points"]["iwae_bound"], n_point)),
+            "khat": (("cell", "psis_point"), padded(lambda r: r["points"]["khat"], n_psis)),
+            "ess": (("cell", "psis_point"), padded(lambda r: r["points"]["ess"], n_psis)),
+            "approximation_gap_point": (
+                ("cell", "gap_point"),
+                padded(lambda r: r["points"].get("gap_approximation_gap", []), n_gap),
+            ),
+            "amortization_gap_point": (
+                ("cell", "gap_point"),
+                padded(lambda r: r["points"].get("gap_amortization_gap", []), n_gap),
+            ),
+            "log_likelihood_ais": (("cell", "ais_point"), padded(lambda r: r["points"].get("ais", []), n_ais)),
+            "ais_index": (("cell", "ais_point"), padded(lambda r: r["points"].get("ais_index", []), n_ais)),
+            "train_loss": (
+                ("cell", "epoch"),
+                padded(lambda r: [m.get("train_loss", np.nan) for m in r["metrics"]], n_epoch),
+            ),
+            "test_bound": (
+                ("cell", "epoch"),
+                padded(lambda r: [m.get("test_bound", m.get("test_objective", np.nan)) for m in r["metrics"]], n_epoch),
+            ),
+        }
+    )
     coords = {
         "cell": ids,
         "estimator": ("cell", [r["cell"]["estimator"] for r in results]),

@@ -25,12 +25,33 @@ SPEC_FILE = "comparison.toml"
 
 
 def _settings(spec: GridSpec, cell: Cell) -> dict[str, Any]:
-    keys = ("eval_num_samples", "psis_samples", "psis_points", "snr_draws", "snr_batch", "snr_epochs",
-            "gap_points", "gap_steps", "ais_points", "ais_steps", "ais_chains", "ais_hmc_steps")  # fmt: skip
-    return {**{k: getattr(spec, k) for k in keys},
-            "cell": {"id": cell.id, "estimator": cell.estimator.name, "label": cell.label,
-                     "num_particles": cell.estimator.num_particles, "options": dict(cell.estimator.options),
-                     "likelihood": cell.likelihood, "seed": cell.seed, "variant": cell.variant_dict}}  # fmt: skip
+    keys = (
+        "eval_num_samples",
+        "psis_samples",
+        "psis_points",
+        "snr_draws",
+        "snr_batch",
+        "snr_epochs",
+        "gap_points",
+        "gap_steps",
+        "ais_points",
+        "ais_steps",
+        "ais_chains",
+        "ais_hmc_steps",
+    )
+    return {
+        **{k: getattr(spec, k) for k in keys},
+        "cell": {
+            "id": cell.id,
+            "estimator": cell.estimator.name,
+            "label": cell.label,
+            "num_particles": cell.estimator.num_particles,
+            "options": dict(cell.estimator.options),
+            "likelihood": cell.likelihood,
+            "seed": cell.seed,
+            "variant": cell.variant_dict,
+        },
+    }
 
 
 def _saved_spec(path: Path) -> dict[str, Any] | None:
@@ -58,10 +79,7 @@ def _devices(n: int) -> list[str | None]:
 
 
 def compare(
-    spec: GridSpec | dict[str, Any],
-    out: str | Path,
-    *,
-    on_cell: Callable[[str], None] | None = None,
+    spec: GridSpec | dict[str, Any], out: str | Path, *, on_cell: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Run every cell of ``spec`` not yet done in ``out``, then write the report.
 
@@ -120,8 +138,9 @@ def _jobs(out: Path, spec: GridSpec, todo: list[Cell]) -> list[tuple[str, dict[s
     return jobs
 
 
-def _run_in_processes(jobs: list[tuple[str, dict[str, Any], dict[str, Any]]], workers: int,
-                      on_cell: Callable[[str], None] | None) -> None:  # fmt: skip
+def _run_in_processes(
+    jobs: list[tuple[str, dict[str, Any], dict[str, Any]]], workers: int, on_cell: Callable[[str], None] | None
+) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:

@@ -72,6 +72,11 @@ def load_cifar10(path: str | Path | None = None, progress: bool = False) -> Imag
 
     (train, train_labels), (test, test_labels) = join(TRAIN_BATCHES), join(TEST_BATCHES)
     return Images(
-        train=train, test=test, train_labels=train_labels, test_labels=test_labels,
-        image_shape=IMAGE_SHAPE, source=f"CIFAR-10 from {folder}", pixels="8bit",
-    )  # fmt: skip
+        train=train,
+        test=test,
+        train_labels=train_labels,
+        test_labels=test_labels,
+        image_shape=IMAGE_SHAPE,
+        source=f"CIFAR-10 from {folder}",
+        pixels="8bit",
+    )

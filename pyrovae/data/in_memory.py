@@ -30,8 +30,10 @@ def _represent(array: np.ndarray, images: Images, likelihood: Likelihood, device
     if kind == "counts" and images.pixels in ("grey", "binary"):
         held = "grey levels in [0, 1]" if images.pixels == "grey" else "binary pixels"
         others = [n for n in REGISTRY.names() if REGISTRY.get(n).data_kind != "counts"]
-        raise DataError(f"{images.source} holds {held}, not 8-bit levels: likelihood {likelihood.name!r} models "
-                        f"counts 0..255; use one of {', '.join(others)}")  # fmt: skip
+        raise DataError(
+            f"{images.source} holds {held}, not 8-bit levels: likelihood {likelihood.name!r} models "
+            f"counts 0..255; use one of {', '.join(others)}"
+        )
     x = torch.from_numpy(array if array.flags.writeable else array.copy()).to(device)  # read-only: parsed bytes
     if images.pixels == "8bit":
         return x.float() if kind == "counts" else x.float() / 255

@@ -27,14 +27,16 @@ def _file(name: str, sha256: str, size: int) -> DataFile:
 
 
 FILES = {  # SHA-256 of each .amat as served (plain HTTP only: the hash is what guards it)
-    "train": _file("binarized_mnist_train.amat",
-                   "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d", 78_400_000),
-    "valid": _file("binarized_mnist_valid.amat",
-                   "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2", 15_680_000),
-    "test": _file("binarized_mnist_test.amat",
-                  "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c", 15_680_000),
-}  # fmt: skip
-
+    "train": _file(
+        "binarized_mnist_train.amat", "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d", 78_400_000
+    ),
+    "valid": _file(
+        "binarized_mnist_valid.amat", "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2", 15_680_000
+    ),
+    "test": _file(
+        "binarized_mnist_test.amat", "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c", 15_680_000
+    ),
+}
 # each byte's class: 0 anything else, 1 a digit 0/1, 2 a separator (space, tab, carriage return), 3 a newline
 _CLASS = np.zeros(256, dtype=np.uint8)
 _CLASS[[ord("0"), ord("1")]] = 1
@@ -73,7 +75,13 @@ def load_mnist_static(path: str | Path | None = None, progress: bool = False) ->
     fetch("mnist_static", list(FILES.values()), folder, progress)
     arrays = {key: parse_amat(read_verified(spec, folder), str(folder / spec.name)) for key, spec in FILES.items()}
     return Images(
-        train=arrays["train"], test=arrays["test"], train_labels=None, test_labels=None,
-        image_shape=(1, 28, 28), source=f"statically binarized MNIST from {folder}", pixels="binary",
-        valid=arrays["valid"], valid_labels=None,
-    )  # fmt: skip
+        train=arrays["train"],
+        test=arrays["test"],
+        train_labels=None,
+        test_labels=None,
+        image_shape=(1, 28, 28),
+        source=f"statically binarized MNIST from {folder}",
+        pixels="binary",
+        valid=arrays["valid"],
+        valid_labels=None,
+    )

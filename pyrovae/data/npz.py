@@ -35,13 +35,17 @@ def load_npz(path: str | Path | None) -> Images:
         if a.dtype.kind not in "biuf":
             raise DataError(f"{path}: {key} holds {a.dtype} values; it needs numbers (uint8 pixels or floats)")
         if a.ndim < 2:
-            raise DataError(f"{path}: {key} has shape {a.shape}; it needs one data point a row, [N, D] "
-                            "(or [N, H, W], [N, C, H, W] images)")  # fmt: skip
+            raise DataError(
+                f"{path}: {key} has shape {a.shape}; it needs one data point a row, [N, D] "
+                "(or [N, H, W], [N, C, H, W] images)"
+            )
         if a.shape[0] == 0 or math.prod(a.shape[1:]) == 0:
             raise DataError(f"{path}: {key} is empty (shape {a.shape}); it needs at least one data point")
     if (train.dtype == np.uint8) != (test.dtype == np.uint8):
-        raise DataError(f"{path}: train is {train.dtype} but test is {test.dtype}; "
-                        "give both as uint8 pixels or both as numbers to use as they are")  # fmt: skip
+        raise DataError(
+            f"{path}: train is {train.dtype} but test is {test.dtype}; "
+            "give both as uint8 pixels or both as numbers to use as they are"
+        )
     if "image_shape" in arrays:
         given = arrays["image_shape"]
         if given.shape != (3,) or given.dtype.kind not in "iu" or (given < 1).any():
@@ -59,6 +63,10 @@ def load_npz(path: str | Path | None) -> Images:
     if flat[0].dtype != np.uint8:
         flat = [a.astype(np.float32) for a in flat]
     return Images(
-        train=flat[0], test=flat[1], train_labels=arrays.get("train_labels"),
-        test_labels=arrays.get("test_labels"), image_shape=shape, source=str(path),
-    )  # fmt: skip
+        train=flat[0],
+        test=flat[1],
+        train_labels=arrays.get("train_labels"),
+        test_labels=arrays.get("test_labels"),
+        image_shape=shape,
+        source=str(path),
+    )

@@ -69,6 +69,11 @@ def load_omniglot(path: str | Path | None = None, progress: bool = False) -> Ima
         t = mat.get(target)
         labels[split] = np.argmax(t, axis=0) if t is not None and t.ndim == 2 and t.shape[1] == a.shape[1] else None
     return Images(
-        train=arrays["train"], test=arrays["test"], train_labels=labels["train"], test_labels=labels["test"],
-        image_shape=(1, SIDE, SIDE), source=f"Omniglot (Burda et al.'s 28x28 split) from {folder}", pixels="grey",
-    )  # fmt: skip
+        train=arrays["train"],
+        test=arrays["test"],
+        train_labels=labels["train"],
+        test_labels=labels["test"],
+        image_shape=(1, SIDE, SIDE),
+        source=f"Omniglot (Burda et al.'s 28x28 split) from {folder}",
+        pixels="grey",
+    )

@@ -42,13 +42,17 @@ def split_validation(images: Images, size: int | float) -> Images:
     if n == 0:
         return images
     if images.valid is not None:
-        raise DataError(f"{images.source} has its own validation set ({images.num_valid} points); "
-                        "carve none from its training set (validation size 0)")  # fmt: skip
+        raise DataError(
+            f"{images.source} has its own validation set ({images.num_valid} points); "
+            "carve none from its training set (validation size 0)"
+        )
     order = np.random.default_rng(VALIDATION_SEED).permutation(images.train.shape[0])
     valid_idx, train_idx = np.sort(order[:n]), np.sort(order[n:])
     labels = images.train_labels
     return dataclasses.replace(
-        images, train=images.train[train_idx], valid=images.train[valid_idx],
+        images,
+        train=images.train[train_idx],
+        valid=images.train[valid_idx],
         train_labels=None if labels is None else labels[train_idx],
         valid_labels=None if labels is None else labels[valid_idx],
-    )  # fmt: skip
+    )

@@ -18,9 +18,9 @@ of Decoder-Based Generative Models".
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +29,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..estimators.simulated import simulate_data
+from ..estimators.simulated import SimulatedData, simulate_data
 from ..estimators.traced import SubsamplePin
+from ..estimators.weights import logmeanexp
 from ..evaluation.ais import anneal, beta_schedule, check_options
-from ..evaluation.densities import densities
+from ..evaluation.densities import Densities, densities
 from ..evaluation.log_likelihood import log_likelihood
 
 
@@ -97,6 +98,54 @@ def bdmc(
     References: Grosse et al. 2015; Wu et al. 2017.
     """
     check_options(num_steps, num_chains, hmc_steps, step_size, target_accept, init, schedule)
+    cost = num_chains * (1 + (num_steps - 1) * hmc_steps)  # the forward run's evaluations of p(x, z)
+    k = _check_arguments(num_points, args, cost if is_samples is None else is_samples)
+    seconds: dict[str, float] = {}
+    pin = SubsamplePin()
+    bar = tqdm(total=2 * num_steps, disable=not progress, unit="step", desc="BDMC", dynamic_ncols=True)
+    with torch.no_grad(), bar:
+        sim = simulate_data(model, args, kwargs, pin, "bdmc")
+        betas = beta_schedule(num_steps, schedule)
+        with timed(seconds, "forward"):
+            fwd = densities(
+                model,
+                guide,
+                sim.args,
+                kwargs,
+                num_chains=num_chains,
+                init=init,
+                max_plate_nesting=max_plate_nesting,
+                pin=pin,
+            )
+            log_w, acceptance, _, used = anneal(
+                fwd,
+                fwd.initial,
+                betas,
+                hmc_steps=hmc_steps,
+                step_size=step_size,
+                target_accept=target_accept,
+                record=True,
+                progress=bar.update,
+            )
+        with timed(seconds, "reverse"):
+            log_w_reverse = _reverse(fwd, sim, betas, used, hmc_steps, bar.update)
+    with torch.no_grad(), timed(seconds, "importance"):
+        importance = log_likelihood(
+            model,
+            guide,
+            *sim.args,
+            num_samples=k,
+            chunk_size=min(is_chunk_size, k),
+            max_plate_nesting=max_plate_nesting,
+            subsample_pin=pin,
+            **kwargs,
+        )
+    lower, upper = logmeanexp(log_w, 0), -logmeanexp(log_w_reverse, 0)
+    return BDMCResult(sim.x, lower, upper, importance, k, acceptance, seconds)
+
+
+def _check_arguments(num_points: int, args: tuple, k: Any) -> int:
+    """The number of simulated points, the model's arguments for them, K of the IS estimate."""
     if not isinstance(num_points, int) or isinstance(num_points, bool) or num_points < 1:
         raise ConfigError(f"bdmc num_points must be an integer >= 1, got {num_points!r}")
     first = args[0] if args else None
@@ -106,40 +155,41 @@ def bdmc(
             f"bdmc needs the model's arguments for a batch of num_points={num_points} data points, "
             f"the data first (got {got}); e.g. torch.zeros({num_points}, x_dim)"
         )
-    cost = num_chains * (1 + (num_steps - 1) * hmc_steps)
-    k = cost if is_samples is None else is_samples
     if not isinstance(k, int) or k < 1:
-        raise ConfigError(f"bdmc is_samples must be an integer >= 1, got {is_samples!r}")
-    seconds: dict[str, float] = {}
-    pin = SubsamplePin()
-    with torch.no_grad():
-        d = simulate_data(model, args, kwargs, pin, "bdmc")
-        sim_args = d.args
-        betas = beta_schedule(num_steps, schedule)
-        bar = tqdm(total=2 * num_steps, disable=not progress, unit="step", desc="BDMC", dynamic_ncols=True)
+        raise ConfigError(f"bdmc is_samples must be an integer >= 1, got {k!r}")
+    return k
 
-        start = time.perf_counter()
-        fwd = densities(model, guide, sim_args, kwargs, num_chains=num_chains, init=init,
-                        max_plate_nesting=max_plate_nesting, pin=pin)  # fmt: skip
-        log_w, acceptance, _, used = anneal(fwd, fwd.initial, betas, hmc_steps=hmc_steps, step_size=step_size,
-                                            target_accept=target_accept, record=True, progress=bar.update)  # fmt: skip
-        lower = log_w.logsumexp(0) - math.log(num_chains)
-        seconds["forward"] = time.perf_counter() - start
 
-        start = time.perf_counter()
-        exact = {name: site["value"] for name, site in d.latents.nodes.items()}
-        missing = {s.name for s in fwd.sites} - set(exact)
-        if missing:
-            raise ConfigError(f"bdmc: the model's simulation did not draw {sorted(missing)}")
-        assert used is not None
-        log_w_rev, _, _, _ = anneal(fwd, fwd.flatten(exact), betas.flip(0), hmc_steps=hmc_steps,
-                                    step_size=used.flip(0), adapt=False, progress=bar.update)  # fmt: skip
-        upper = -(log_w_rev.logsumexp(0) - math.log(num_chains))
-        seconds["reverse"] = time.perf_counter() - start
-        bar.close()
+def _reverse(
+    fwd: Densities,
+    sim: SimulatedData,
+    betas: Tensor,
+    used: Tensor | None,
+    hmc_steps: int,
+    progress: Callable[[int], Any],
+) -> Tensor:
+    """The reverse run: from the exact posterior sample that simulated each point, back along the
+    forward run's schedule and step sizes (strict AIS: no adaptation), so it is exact in reverse."""
+    exact = {name: site["value"] for name, site in sim.latents.nodes.items()}
+    missing = {s.name for s in fwd.sites} - set(exact)
+    if missing:
+        raise ConfigError(f"bdmc: the model's simulation did not draw {sorted(missing)}")
+    assert used is not None
+    log_w, _, _, _ = anneal(
+        fwd,
+        fwd.flatten(exact),
+        betas.flip(0),
+        hmc_steps=hmc_steps,
+        step_size=used.flip(0),
+        adapt=False,
+        progress=progress,
+    )
+    return log_w
 
-        start = time.perf_counter()
-        importance = log_likelihood(model, guide, *sim_args, num_samples=k, chunk_size=min(is_chunk_size, k),
-                                    max_plate_nesting=max_plate_nesting, subsample_pin=pin, **kwargs)  # fmt: skip
-        seconds["importance"] = time.perf_counter() - start
-    return BDMCResult(d.x, lower, upper, importance, k, acceptance, seconds)
+
+@contextmanager
+def timed(seconds: dict[str, float], key: str) -> Iterator[None]:
+    """``seconds[key]``: the wall time of the block."""
+    start = time.perf_counter()
+    yield
+    seconds[key] = time.perf_counter() - start

@@ -64,6 +64,13 @@ def importance_diagnostics(
     proposal for the model's posterior, from ``num_samples`` particles (>= 100). Works for any
     model/guide pair whose data points sit in a plate at dim -1."""
     with torch.no_grad():
-        lw = draw(model, guide, args, kwargs, num_particles=num_samples,
-                  max_plate_nesting=max_plate_nesting, one_scale="importance_diagnostics").log_w()  # fmt: skip
+        lw = draw(
+            model,
+            guide,
+            args,
+            kwargs,
+            num_particles=num_samples,
+            max_plate_nesting=max_plate_nesting,
+            one_scale="importance_diagnostics",
+        ).log_w()
     return {"khat": pareto_khat(lw), "ess": importance_ess(lw).cpu().numpy()}

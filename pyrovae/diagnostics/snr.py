@@ -66,9 +66,15 @@ def _mean_snr(s1: Tensor, s2: Tensor, n: int, zero_tol: float) -> tuple[Tensor, 
 
 
 def snr_from_draws(
-    sums: Tensor, squares: Tensor, draws_per_block: int, *, bootstrap: int = 200, level: float = 0.9,
-    seed: int = 0, zero_tol: float = 0.0,
-) -> SNR:  # fmt: skip
+    sums: Tensor,
+    squares: Tensor,
+    draws_per_block: int,
+    *,
+    bootstrap: int = 200,
+    level: float = 0.9,
+    seed: int = 0,
+    zero_tol: float = 0.0,
+) -> SNR:
     """SNR from block sums: ``sums``, ``squares`` ``[G, n]`` hold sum g and sum g^2 over each of G
     blocks of ``draws_per_block`` independent draws. The bootstrap resamples whole blocks (the
     blocks are independent), so the draws themselves never need to be kept."""
@@ -86,8 +92,9 @@ def snr_from_draws(
     if not torch.isfinite(m):
         lo = hi = m.item()
     elif b.numel():
-        q_lo, q_hi = torch.quantile(b, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=b.dtype,
-                                                    device=b.device)).tolist()  # fmt: skip
+        q_lo, q_hi = torch.quantile(
+            b, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=b.dtype, device=b.device)
+        ).tolist()
         # the basic (reverse-percentile) interval: |mean| / sd is biased upwards when the signal
         # is small, and the bootstrap copies that bias; reflecting around the estimate undoes it
         lo, hi = 2 * m.item() - q_hi, 2 * m.item() - q_lo
@@ -132,9 +139,9 @@ def gradient_snr(
         for r in range(num_draws):
             loss = estimator.differentiable_loss(model, guide, *args, **kwargs)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
-            flat = torch.cat([
-                (torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads, strict=True)
-            ]).double()  # fmt: skip
+            flat = torch.cat(
+                [(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads, strict=True)]
+            ).double()
             b = r // per_block
             sums[b] += flat
             squares[b] += flat * flat
@@ -144,8 +151,9 @@ def gradient_snr(
     out, start = {}, 0
     for name, size in zip(names, sizes, strict=True):
         sl = slice(start, start + size)
-        out[name] = snr_from_draws(sums[:, sl], squares[:, sl], per_block, bootstrap=bootstrap,
-                                   level=level, zero_tol=zero_tol)  # fmt: skip
+        out[name] = snr_from_draws(
+            sums[:, sl], squares[:, sl], per_block, bootstrap=bootstrap, level=level, zero_tol=zero_tol
+        )
         start += size
     return out
 

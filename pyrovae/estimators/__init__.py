@@ -76,8 +76,11 @@ def make(name: str, **options: Any) -> pyro.infer.ELBO:
 def _make_pyro(cls_name: str, options: dict[str, Any]) -> pyro.infer.ELBO:
     cls = getattr(pyro.infer, cls_name, None)
     if not (isinstance(cls, type) and issubclass(cls, pyro.infer.ELBO)):
-        valid = sorted(n for n in dir(pyro.infer) if isinstance(getattr(pyro.infer, n), type)
-                       and issubclass(getattr(pyro.infer, n), pyro.infer.ELBO))  # fmt: skip
+        valid = sorted(
+            n
+            for n in dir(pyro.infer)
+            if isinstance(getattr(pyro.infer, n), type) and issubclass(getattr(pyro.infer, n), pyro.infer.ELBO)
+        )
         raise ConfigError(f"pyro.infer has no ELBO {cls_name!r}; valid: {', '.join(valid)}")
     options = {"vectorize_particles": True, "max_plate_nesting": 1, **options}
     try:

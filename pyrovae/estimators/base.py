@@ -119,21 +119,31 @@ class Estimator(ELBO):
         """Draw the particles; ``for_gradient`` adds the gradient machinery the estimator needs."""
         fast = self.fast_path and fast_path(model, guide, args, kwargs) is not None
         w = draw(
-            model, guide, args, kwargs, fast=fast,
+            model,
+            guide,
+            args,
+            kwargs,
+            fast=fast,
             num_particles=num_particles or self.num_draws,
             max_plate_nesting=None if fast else self.plate_nesting(model, guide, args, kwargs),
             detach_latents=self.detach_latents,
             grad_scale_latents=for_gradient and self.needs_grad_scale,
             one_scale=None if self.carries_site_scales else f"estimator {self.name!r}",
-        )  # fmt: skip
+        )
         if for_gradient and not self.supports_score_function:
             w.require_reparam(self.name)
         return w
 
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple:
         """Pyro's hook: the model and guide traces of one vectorized draw."""
-        w = TracedLogWeights(model, guide, args, kwargs, num_particles=self.num_draws,
-                             max_plate_nesting=self.plate_nesting(model, guide, args, kwargs))  # fmt: skip
+        w = TracedLogWeights(
+            model,
+            guide,
+            args,
+            kwargs,
+            num_particles=self.num_draws,
+            max_plate_nesting=self.plate_nesting(model, guide, args, kwargs),
+        )
         return w.model_trace, w.guide_trace
 
     # -- what subclasses define ---------------------------------------------------------------

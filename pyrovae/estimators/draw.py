@@ -36,14 +36,28 @@ def draw(
     """
     producer = fast_path(model, guide, args, kwargs) if fast else None
     if producer is not None:
-        return producer(model, guide, *args, **kwargs, num_particles=num_particles,  # type: ignore[call-arg]
-                        detach_latents=detach_latents, grad_scale_latents=grad_scale_latents)  # fmt: skip
+        return producer(
+            model,
+            guide,
+            *args,
+            **kwargs,
+            num_particles=num_particles,  # type: ignore[call-arg]
+            detach_latents=detach_latents,
+            grad_scale_latents=grad_scale_latents,
+        )
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
     w = TracedLogWeights(
-        model, guide, args, kwargs, num_particles=num_particles, max_plate_nesting=max_plate_nesting,
-        detach_latents=detach_latents, grad_scale_latents=grad_scale_latents, pin=pin,
-    )  # fmt: skip
+        model,
+        guide,
+        args,
+        kwargs,
+        num_particles=num_particles,
+        max_plate_nesting=max_plate_nesting,
+        detach_latents=detach_latents,
+        grad_scale_latents=grad_scale_latents,
+        pin=pin,
+    )
     if one_scale is not None:
         w.require_one_scale(one_scale)
     return w

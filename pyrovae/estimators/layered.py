@@ -87,28 +87,38 @@ class LayeredLogWeights(LogWeights):
             latents[name] = q.rsample(shape) if q.has_rsample else q.sample(shape)  # [K, B, d]
             self.q[name] = q
         grad_scale: dict[str, Any] | None = {} if grad_scale_latents else None
-        seen = {n: hooked_view(z.detach() if detach_latents else z, grad_scale, self.q[n].event_dim, 1)
-                for n, z in latents.items()}  # fmt: skip
+        seen = {
+            n: hooked_view(z.detach() if detach_latents else z, grad_scale, self.q[n].event_dim, 1)
+            for n, z in latents.items()
+        }
         log_lik, self.site_log_p = self._model_terms(seen)
         log_prior = sum(self.site_log_p.values())
         # with the latents detached, each site's density must see its parents detached too
         q_dists = self._stopped(latents) if detach_latents else self.q
-        self.site_log_q = {n: q_dists[n].log_prob(latents[n].detach() if detach_latents else latents[n])
-                           for n in guide.sites}  # fmt: skip
+        self.site_log_q = {
+            n: q_dists[n].log_prob(latents[n].detach() if detach_latents else latents[n]) for n in guide.sites
+        }
         log_q = sum(self.site_log_q.values())
         score = [self.site_log_q[n] for n in guide.sites if not self.q[n].has_rsample and not detach_latents]
         shape = (num_particles, batch)
         log_lik, log_prior, log_q = (t.expand(shape) for t in (log_lik, log_prior, log_q))  # type: ignore[union-attr]
-        super().__init__(log_lik, log_prior, log_q, data_scale(batch, num_data), latents=latents,
-                         log_q_score=sum(score).expand(shape) if score else None,  # type: ignore[union-attr]
-                         grad_scale=grad_scale)  # fmt: skip
+        super().__init__(
+            log_lik,
+            log_prior,
+            log_q,
+            data_scale(batch, num_data),
+            latents=latents,
+            log_q_score=sum(score).expand(shape) if score else None,  # type: ignore[union-attr]
+            grad_scale=grad_scale,
+        )
 
     def _model_terms(self, latents: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """log p(x | z) and each latent site's log prior factor at ``latents`` (keeps the factors'
         distributions of the first call, the draw's own, in ``self.p`` for the KL)."""
         if set(self.guide.sites) != set(self.model.sites):
-            raise ModelStructureError(f"the model's latent sites {list(self.model.sites)} differ from the "
-                                      f"guide's {list(self.guide.sites)}")  # fmt: skip
+            raise ModelStructureError(
+                f"the model's latent sites {list(self.model.sites)} differ from the guide's {list(self.guide.sites)}"
+            )
         batch = self.x.shape[0]
         p = {n: self.model.site_distribution(n, latents, batch) for n in self.model.sites}
         if not hasattr(self, "p"):
@@ -121,8 +131,9 @@ class LayeredLogWeights(LogWeights):
         site's does not depend on them and is reused)."""
         stopped = {n: z.detach() for n, z in (self.latents if latents is None else latents).items()}
         first = self.guide.sites[0]
-        return {n: self.q[n] if n == first else self.guide.site_distribution(n, self.x, stopped)
-                for n in self.guide.sites}  # fmt: skip
+        return {
+            n: self.q[n] if n == first else self.guide.site_distribution(n, self.x, stopped) for n in self.guide.sites
+        }
 
     def log_q_stop(self) -> Tensor:
         self.require_reparam_for_path()

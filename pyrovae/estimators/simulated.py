@@ -58,8 +58,7 @@ def simulate_data(model: Callable, args: tuple, kwargs: dict, pin: SubsamplePin,
             and not site["infer"].get("was_observed")
             and not (site["is_observed"] or site_is_subsample(site))
         ):
-            latents.add_node(name, type="sample", is_observed=False, value=site["value"].detach(),
-                             infer=site["infer"])  # fmt: skip
+            latents.add_node(name, type="sample", is_observed=False, value=site["value"].detach(), infer=site["infer"])
             scale = site["scale"]
     fake = _simulated_input(x, x_simulated, trace)
     if fake is not None:

@@ -94,9 +94,11 @@ def is_latent(site: dict) -> bool:
 def counted_model_sites(model_trace: Any) -> dict[str, dict]:
     """The model's sample sites that enter log p: every one but the plates' subsample sites and
     ``pyro.deterministic`` records (masked out, they add nothing, wherever they sit)."""
-    return {name: site for name, site in model_trace.nodes.items()
-            if site["type"] == "sample" and not site_is_subsample(site)
-            and not site["infer"].get("_deterministic")}  # fmt: skip
+    return {
+        name: site
+        for name, site in model_trace.nodes.items()
+        if site["type"] == "sample" and not site_is_subsample(site) and not site["infer"].get("_deterministic")
+    }
 
 
 def _data_frame(site: dict) -> CondIndepStackFrame | None:
@@ -126,9 +128,12 @@ def check_in_data_plate(site: dict, role: str, plate: str | None, first: str = "
     name = site["name"]
     frame = _data_frame(site)
     if frame is None or plate is None:
-        joined = " (an autoguide that joins every latent into one vector, as AutoDiagonalNormal does, couples " \
-            "the data points: use AutoNormal or AutoNormalMessenger, whose sites stay in the data plate)" \
-            if role == "guide" and site["infer"].get("is_auxiliary") else ""  # fmt: skip
+        joined = (
+            " (an autoguide that joins every latent into one vector, as AutoDiagonalNormal does, couples "
+            "the data points: use AutoNormal or AutoNormalMessenger, whose sites stay in the data plate)"
+            if role == "guide" and site["infer"].get("is_auxiliary")
+            else ""
+        )
         raise ModelStructureError(
             f"{role} site {name!r} is not inside a plate at dim=-1: pyrovae's estimators need the data points "
             f"in one pyro.plate(..., dim=-1) that encloses every sample site (a global latent is outside the "
@@ -232,8 +237,10 @@ def read_structure(model_sites: dict[str, dict], guide_sites: dict[str, dict]) -
         what = f"a scale that varies inside each data point ({_describe(shared)})"
     else:
         (role, name), site = uneven
-        what = (f"{role} site {name!r} scaled by {_describe(site['scale'] / data_scale)} where site "
-                f"{first_site['name']!r} has {_describe(shared / data_scale)}")  # fmt: skip
+        what = (
+            f"{role} site {name!r} scaled by {_describe(site['scale'] / data_scale)} where site "
+            f"{first_site['name']!r} has {_describe(shared / data_scale)}"
+        )
     return Structure(frame.name, frame.size, data_scale, site_scales, what)
 
 

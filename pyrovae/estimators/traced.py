@@ -217,8 +217,11 @@ class TracedLogWeights(LogWeights):
         self._q_sites = counted_guide_sites(self.guide_trace, guide)  # latents, auxiliary sites, factors
         self._latents = {name: site for name, site in self._q_sites.items() if is_latent(site)}
         grad_scale: dict[str, Any] | None = {} if grad_scale_latents else None
-        replay = _values(self._latents, detach_latents, grad_scale, self.nesting) \
-            if detach_latents or grad_scale_latents else self.guide_trace  # fmt: skip
+        replay = (
+            _values(self._latents, detach_latents, grad_scale, self.nesting)
+            if detach_latents or grad_scale_latents
+            else self.guide_trace
+        )
         self.model_trace = self._run_model(replay)
         self._model_sites = model_sites = counted_model_sites(self.model_trace)
         self.structure = read_structure(model_sites, self._q_sites)
@@ -234,12 +237,16 @@ class TracedLogWeights(LogWeights):
         zero = terms[0].new_zeros(())
         log_prior, log_q = sum(self.site_log_p.values(), zero), sum(self.site_log_q.values(), zero)
         super().__init__(
-            log_lik.expand(shape), log_prior.expand(shape), log_q.expand(shape), self.structure.scale,
+            log_lik.expand(shape),
+            log_prior.expand(shape),
+            log_q.expand(shape),
+            self.structure.scale,
             latents={name: site["value"] for name, site in self._latents.items()},
             log_q_score=sum(score, zero).expand(shape) if score else None,
             log_q_unreparam=sum((self.site_log_q[n] for n in unreparam), zero).expand(shape) if score else None,
-            grad_scale=grad_scale, uneven_scales=self.structure.uneven,
-        )  # fmt: skip
+            grad_scale=grad_scale,
+            uneven_scales=self.structure.uneven,
+        )
 
     def _batch(self, terms: list[Tensor]) -> int:
         """The data plate's size, or for a plate without one, the widest term's last dim."""
@@ -297,8 +304,9 @@ class TracedLogWeights(LogWeights):
             return {name: {**site, "value": site["value"].detach()} for name, site in self._q_sites.items()}
         sampled = {name: site for name, site in self._q_sites.items() if not site["is_observed"]}
         with self.pin:
-            replayed = poutine.trace(poutine.replay(self.plate(self.guide), trace=_values(
-                sampled, True, None, self.nesting))).get_trace(*self.args, **self.kwargs)  # fmt: skip
+            replayed = poutine.trace(
+                poutine.replay(self.plate(self.guide), trace=_values(sampled, True, None, self.nesting))
+            ).get_trace(*self.args, **self.kwargs)
         return {name: replayed.nodes[name] for name in self._q_sites}
 
     def model_at_detached(self) -> tuple[Tensor, Tensor]:
@@ -340,8 +348,10 @@ class TracedLogWeights(LogWeights):
         sites = [self._q_sites[name] for name in self.non_reparameterized()]
         if all(len(_plate_dims(site)) == 1 for site in sites):  # only the data plate: the whole log weight
             return super().score_term(kl_weight)
-        terms = [(self._element_log_prob("model", s), 1.0 if s["is_observed"] else kl_weight)
-                 for s in self._model_sites.values()]  # fmt: skip
+        terms = [
+            (self._element_log_prob("model", s), 1.0 if s["is_observed"] else kl_weight)
+            for s in self._model_sites.values()
+        ]
         terms += [(self._element_log_prob("guide", s), -kl_weight) for s in self._q_sites.values()]
         total = torch.zeros_like(self.log_q)
         inner = tuple(range(1, self.nesting))

@@ -84,8 +84,16 @@ class AISResult:
     step_sizes: Tensor | None = None
 
 
-def check_options(num_steps: int, num_chains: int, hmc_steps: int, step_size: float, target_accept: float,
-                  init: str, schedule: str, points_per_chunk: int | None = None) -> None:  # fmt: skip
+def check_options(
+    num_steps: int,
+    num_chains: int,
+    hmc_steps: int,
+    step_size: float,
+    target_accept: float,
+    init: str,
+    schedule: str,
+    points_per_chunk: int | None = None,
+) -> None:
     """One line naming the first bad AIS option and what it may be."""
 
     def whole(value: Any, name: str) -> None:
@@ -95,8 +103,12 @@ def check_options(num_steps: int, num_chains: int, hmc_steps: int, step_size: fl
     whole(num_steps, "num_steps")
     whole(num_chains, "num_chains")
     whole(hmc_steps, "hmc_steps")
-    if not (isinstance(step_size, (int, float)) and not isinstance(step_size, bool) and step_size > 0
-            and math.isfinite(step_size)):  # fmt: skip
+    if not (
+        isinstance(step_size, (int, float))
+        and not isinstance(step_size, bool)
+        and step_size > 0
+        and math.isfinite(step_size)
+    ):
         raise ConfigError(f"AIS step_size must be a number > 0, got {step_size!r}")
     if not (isinstance(target_accept, (int, float)) and 0 < target_accept < 1):
         raise ConfigError(f"AIS target_accept must be in (0, 1), got {target_accept!r}")
@@ -260,27 +272,37 @@ def ais(
     """
     check_options(num_steps, num_chains, hmc_steps, step_size, target_accept, init, schedule, points_per_chunk)
     start = time.perf_counter()
-    parts = _chunks(args, kwargs, points_per_chunk)
-    out: dict[str, list[Tensor]] = {"ll": [], "lw": [], "acc": [], "eps": []}
+    chunks = _chunks(args, kwargs, points_per_chunk)
     betas = beta_schedule(num_steps, schedule)
-    bar = None
+    options = {"hmc_steps": hmc_steps, "step_size": step_size, "target_accept": target_accept, "adapt": adapt}
+    runs, bar = [], None
     with torch.no_grad():
-        for chunk_args, chunk_kwargs in parts:
-            dens = densities(model, guide, chunk_args, chunk_kwargs, num_chains=num_chains, init=init,
-                             max_plate_nesting=max_plate_nesting)  # fmt: skip
+        for chunk_args, chunk_kwargs in chunks:
+            dens = densities(
+                model,
+                guide,
+                chunk_args,
+                chunk_kwargs,
+                num_chains=num_chains,
+                init=init,
+                max_plate_nesting=max_plate_nesting,
+            )
             if bar is None:  # after the first chunk's checks: a refusal is one line, without a bar
-                bar = tqdm(total=num_steps * len(parts), disable=not progress, unit="step", desc="AIS",
-                           dynamic_ncols=True)  # fmt: skip
-            log_w, acc, eps, _ = anneal(dens, dens.initial, betas, hmc_steps=hmc_steps, step_size=step_size,
-                                        target_accept=target_accept, adapt=adapt, progress=bar.update)  # fmt: skip
-            out["ll"].append(log_w.logsumexp(0) - math.log(num_chains))
-            out["lw"].append(log_w)
-            out["acc"].append(acc)
-            out["eps"].append(eps)
+                bar = tqdm(
+                    total=num_steps * len(chunks), disable=not progress, unit="step", desc="AIS", dynamic_ncols=True
+                )
+            runs.append(anneal(dens, dens.initial, betas, progress=bar.update, **options))
     assert bar is not None
     bar.close()
+    log_w = torch.cat([r[0] for r in runs], dim=1)  # [C, B]
+    acceptance, step_sizes = torch.cat([r[1] for r in runs]), torch.cat([r[2] for r in runs])
     return AISResult(
-        log_likelihood=torch.cat(out["ll"]), log_weights=torch.cat(out["lw"], dim=1),
-        acceptance=torch.cat(out["acc"]), step_size=torch.cat(out["eps"]), num_steps=num_steps,
-        num_chains=num_chains, hmc_steps=hmc_steps, seconds=time.perf_counter() - start,
-    )  # fmt: skip
+        log_likelihood=log_w.logsumexp(0) - math.log(num_chains),
+        log_weights=log_w,
+        acceptance=acceptance,
+        step_size=step_sizes,
+        num_steps=num_steps,
+        num_chains=num_chains,
+        hmc_steps=hmc_steps,
+        seconds=time.perf_counter() - start,
+    )

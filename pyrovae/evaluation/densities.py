@@ -35,13 +35,7 @@ from ..errors import ConfigError, ModelStructureError
 from ..estimators.direct import DirectLogWeights
 from ..estimators.fast_path import fast_path
 from ..estimators.structure import counted_model_sites, find_data_plate, require_density
-from ..estimators.traced import (
-    SubsamplePin,
-    TracedLogWeights,
-    guess_max_plate_nesting,
-    particle_plate,
-    site_log_prob,
-)
+from ..estimators.traced import SubsamplePin, TracedLogWeights, guess_max_plate_nesting, particle_plate, site_log_prob
 
 INITS = ("guide", "prior")
 
@@ -167,20 +161,39 @@ class TracedDensities(Densities):
     same data points throughout.
     """
 
-    def __init__(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, num_chains: int, init: str,
-                 max_plate_nesting: int, pin: SubsamplePin | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        args: tuple,
+        kwargs: dict,
+        num_chains: int,
+        init: str,
+        max_plate_nesting: int,
+        pin: SubsamplePin | None = None,
+    ) -> None:
         self.model, self.guide, self.args, self.kwargs, self.init = model, guide, args, kwargs, init
         self.nesting = max_plate_nesting
         self.plate = particle_plate(num_chains, max_plate_nesting)
         self.pin = pin if pin is not None else SubsamplePin()
         with torch.no_grad():
             if init == "guide":
-                w = TracedLogWeights(model, guide, args, kwargs, num_particles=num_chains,
-                                     max_plate_nesting=max_plate_nesting, pin=self.pin)  # fmt: skip
+                w = TracedLogWeights(
+                    model,
+                    guide,
+                    args,
+                    kwargs,
+                    num_particles=num_chains,
+                    max_plate_nesting=max_plate_nesting,
+                    pin=self.pin,
+                )
                 w.require_one_scale("annealing")
                 sites = {name: w.guide_trace.nodes[name] for name in w.latents}
-                require_density({**sites, **{n: w.guide_trace.nodes[n] for n in w.auxiliary()}},
-                                "annealing from the guide", "anneal from the prior (init='prior')")  # fmt: skip
+                require_density(
+                    {**sites, **{n: w.guide_trace.nodes[n] for n in w.auxiliary()}},
+                    "annealing from the guide",
+                    "anneal from the prior (init='prior')",
+                )
             else:
                 with self.pin:
                     trace = poutine.trace(self.plate(model)).get_trace(*args, **kwargs)
@@ -226,8 +239,17 @@ class TracedDensities(Densities):
         return log_q.expand(shape), (log_prior + log_lik).expand(shape)
 
 
-def densities(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, num_chains: int, init: str = "guide",
-              max_plate_nesting: int | None = None, pin: SubsamplePin | None = None) -> Densities:  # fmt: skip
+def densities(
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    *,
+    num_chains: int,
+    init: str = "guide",
+    max_plate_nesting: int | None = None,
+    pin: SubsamplePin | None = None,
+) -> Densities:
     """The densities of ``model`` and ``guide`` at ``args``, with ``num_chains`` initial draws of q0
     (``init``: "guide" or "prior"): the direct producer where the pair offers it, tracing elsewhere."""
     if init not in INITS:

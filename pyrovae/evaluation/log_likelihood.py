@@ -16,8 +16,18 @@ from ..estimators.traced import SubsamplePin, guess_max_plate_nesting
 from .ais import ais
 
 METHODS = ("is", "ais")
-AIS_OPTIONS = ("num_steps", "num_chains", "hmc_steps", "step_size", "target_accept", "schedule", "init", "adapt",
-               "points_per_chunk", "progress")  # fmt: skip
+AIS_OPTIONS = (
+    "num_steps",
+    "num_chains",
+    "hmc_steps",
+    "step_size",
+    "target_accept",
+    "schedule",
+    "init",
+    "adapt",
+    "points_per_chunk",
+    "progress",
+)
 
 
 def log_likelihood(
@@ -70,8 +80,17 @@ def log_likelihood(
         done = 0
         while done < num_samples:
             k = min(chunk_size, num_samples - done)
-            w = draw(model, guide, args, kwargs, num_particles=k, max_plate_nesting=max_plate_nesting, fast=fast,
-                     pin=pin, one_scale="log_likelihood")  # fmt: skip
+            w = draw(
+                model,
+                guide,
+                args,
+                kwargs,
+                num_particles=k,
+                max_plate_nesting=max_plate_nesting,
+                fast=fast,
+                pin=pin,
+                one_scale="log_likelihood",
+            )
             chunk = torch.logsumexp(w.log_w(), dim=0)  # [B]
             running = chunk if running is None else torch.logaddexp(running, chunk)
             done += k

@@ -85,36 +85,22 @@ def evaluate_model(
     """
     start = time.perf_counter()
     points: dict[str, list[Tensor]] = {}
-    means, nesting = [], None
-
-    def add(key: str, value: Tensor) -> None:
-        points.setdefault(key, []).append(value.detach())
-
-    with torch.no_grad():
-        bar = tqdm(total=progress, disable=progress is None, unit="point", desc="evaluation", dynamic_ncols=True)
+    means: list[Tensor | None] = []
+    nesting: int | None = None
+    bar = tqdm(total=progress, disable=progress is None, unit="point", desc="evaluation", dynamic_ncols=True)
+    with torch.no_grad(), bar:
         for x in batches:
-            args = (x,)
             if nesting is None:
-                fast = fast_path(model, guide, args, kwargs) is not None
-                nesting = 1 if fast else guess_max_plate_nesting(model, guide, args, kwargs)
-            pin = SubsamplePin()  # every measure of this batch on the same data points
-            w = draw(model, guide, args, kwargs, num_particles=elbo_particles, max_plate_nesting=nesting, pin=pin,
-                     one_scale="evaluation")  # fmt: skip
-            recon, kl = w.log_lik.mean(0), w.kl().mean(0)
-            add("reconstruction", recon)
-            add("kl", kl)
-            add("elbo", recon - kl)
-            means.append(_posterior_mean(guide, x, w.latents, nesting))
-            w = draw(model, guide, args, kwargs, num_particles=num_particles, max_plate_nesting=nesting, pin=pin)
-            add("iwae_bound", logmeanexp(w.log_w(), 0))
-            if num_samples:
-                ll = log_likelihood(model, guide, *args, num_samples=num_samples, chunk_size=chunk_size,
-                                    max_plate_nesting=nesting, subsample_pin=pin, **kwargs)  # fmt: skip
-                add("log_likelihood", ll)
+                fast = fast_path(model, guide, (x,), kwargs) is not None
+                nesting = 1 if fast else guess_max_plate_nesting(model, guide, (x,), kwargs)
+            measured, mean = measure_batch(
+                model, guide, x, kwargs, nesting, num_particles, num_samples, chunk_size, elbo_particles
+            )
+            for key, value in measured.items():
+                points.setdefault(key, []).append(value)
+            means.append(mean)
             bar.update(x.shape[0])
-        bar.close()
-    # every rank's points, in rank order (one process: its own)
-    values = {k: ranks.gather(torch.cat(v)) for k, v in points.items()}
+    values = {k: ranks.gather(torch.cat(v)) for k, v in points.items()}  # every rank's points, in rank order
     n = next(iter(values.values())).shape[0] if values else 0
     out: dict[str, Any] = {k: v.sum().item() / n for k, v in values.items()}
     out["iwae_particles"] = num_particles
@@ -122,7 +108,7 @@ def evaluate_model(
         out["log_likelihood_samples"] = num_samples
     out["elbo_particles"] = elbo_particles
     if means and all(m is not None for m in means):
-        means_all = ranks.gather(torch.cat(means))
+        means_all = ranks.gather(torch.cat(means))  # type: ignore[arg-type]
         if means_all.shape[0] >= 2:
             out["active_units"] = active_units(means_all)
     out["num_points"] = n
@@ -130,3 +116,45 @@ def evaluate_model(
         out["points"] = {k: values[k].cpu().tolist() for k in ("elbo", "iwae_bound", "log_likelihood") if k in values}
     out["seconds"] = time.perf_counter() - start
     return out
+
+
+def measure_batch(
+    model: Callable,
+    guide: Callable,
+    x: Tensor,
+    kwargs: dict[str, Any],
+    nesting: int,
+    num_particles: int,
+    num_samples: int,
+    chunk_size: int,
+    elbo_particles: int,
+) -> tuple[dict[str, Tensor], Tensor | None]:
+    """One batch's per-point measures, all on the same data points (one pin), and E_q[z | x]."""
+    pin = SubsamplePin()
+    w = draw(
+        model,
+        guide,
+        (x,),
+        kwargs,
+        num_particles=elbo_particles,
+        max_plate_nesting=nesting,
+        pin=pin,
+        one_scale="evaluation",
+    )
+    recon, kl = w.log_lik.mean(0), w.kl().mean(0)
+    out = {"reconstruction": recon, "kl": kl, "elbo": recon - kl}
+    mean = _posterior_mean(guide, x, w.latents, nesting)
+    w = draw(model, guide, (x,), kwargs, num_particles=num_particles, max_plate_nesting=nesting, pin=pin)
+    out["iwae_bound"] = logmeanexp(w.log_w(), 0)
+    if num_samples:
+        out["log_likelihood"] = log_likelihood(
+            model,
+            guide,
+            x,
+            num_samples=num_samples,
+            chunk_size=chunk_size,
+            max_plate_nesting=nesting,
+            subsample_pin=pin,
+            **kwargs,
+        )
+    return out, mean

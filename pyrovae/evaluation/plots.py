@@ -20,8 +20,7 @@ def grid(images: Tensor, image_shape: Sequence[int], ncol: int, pad: int = 1) ->
     out = np.ones((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32)
     for i in range(n):
         r, q = divmod(i, ncol)
-        out[:, pad + r * (h + pad) : pad + r * (h + pad) + h,
-            pad + q * (w + pad) : pad + q * (w + pad) + w] = imgs[i]  # fmt: skip
+        out[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = imgs[i]
     return out[0] if c == 1 else out.transpose(1, 2, 0)
 
 

@@ -88,29 +88,41 @@ def check_family(cfg: Family, architecture: str = "mlp", z_dim: int = 50) -> Non
         raise ConfigError(f"latents sizes must be >= 1, got {list(cfg.latents)}")
     bottom = cfg.latents[0] if cfg.latents else z_dim
     if cfg.flow_layers < 1 or not cfg.flow_hidden or any(h < 1 for h in cfg.flow_hidden):
-        raise ConfigError(f"flow_layers must be >= 1 and flow_hidden a non-empty list of sizes >= 1, got "
-                          f"{cfg.flow_layers} and {list(cfg.flow_hidden)}")  # fmt: skip
+        raise ConfigError(
+            f"flow_layers must be >= 1 and flow_hidden a non-empty list of sizes >= 1, got "
+            f"{cfg.flow_layers} and {list(cfg.flow_hidden)}"
+        )
     if cfg.guide in FLOWS and any(h < bottom for h in cfg.flow_hidden):
-        raise ConfigError(f"flow_hidden sizes (each flow step's MADE widths) must be >= the flowed layer's size "
-                          f"({bottom}), got {list(cfg.flow_hidden)}")  # fmt: skip
+        raise ConfigError(
+            f"flow_hidden sizes (each flow step's MADE widths) must be >= the flowed layer's size "
+            f"({bottom}), got {list(cfg.flow_hidden)}"
+        )
     if cfg.prior_components < 1:
         raise ConfigError(f"prior_components must be >= 1, got {cfg.prior_components}")
     if cfg.is_default:
         return
     if architecture != "mlp":
-        raise ConfigError(f"latents/latent/guide/prior other than one gaussian layer use the mlp architecture, "
-                          f"got architecture {architecture!r}")  # fmt: skip
+        raise ConfigError(
+            f"latents/latent/guide/prior other than one gaussian layer use the mlp architecture, "
+            f"got architecture {architecture!r}"
+        )
     if cfg.latent == "bernoulli":
         if cfg.guide != "gaussian" or cfg.prior != "gaussian":
-            raise ConfigError(f"bernoulli latents take guide 'gaussian' and prior 'gaussian' (their Bernoulli "
-                              f"counterparts), got guide {cfg.guide!r}, prior {cfg.prior!r}: flows and mixture "
-                              "priors need continuous latents")  # fmt: skip
+            raise ConfigError(
+                f"bernoulli latents take guide 'gaussian' and prior 'gaussian' (their Bernoulli "
+                f"counterparts), got guide {cfg.guide!r}, prior {cfg.prior!r}: flows and mixture "
+                "priors need continuous latents"
+            )
     if cfg.prior in MIXTURES and len(cfg.latents) > 1:
-        raise ConfigError(f"prior {cfg.prior!r} is one layer's prior; use latents of one size (or z_dim), "
-                          f"got latents {list(cfg.latents)}")  # fmt: skip
+        raise ConfigError(
+            f"prior {cfg.prior!r} is one layer's prior; use latents of one size (or z_dim), "
+            f"got latents {list(cfg.latents)}"
+        )
     if cfg.prior == "vamp" and cfg.guide in FLOWS:
-        raise ConfigError(f"prior 'vamp' with guide {cfg.guide!r}: the VampPrior is a mixture of the guide's "
-                          "gaussian; valid with vamp: guide 'gaussian'")  # fmt: skip
+        raise ConfigError(
+            f"prior 'vamp' with guide {cfg.guide!r}: the VampPrior is a mixture of the guide's "
+            "gaussian; valid with vamp: guide 'gaussian'"
+        )
 
 
 def build(
@@ -123,11 +135,13 @@ def build(
     if len(family.latents) > 1 or family.latent != "gaussian":
         latents = family.latents or (z_dim,)
         model = HierarchicalModel(x_dim, latents, likelihood, hidden, activation, family.latent, name=model_name)
-        guide = HierarchicalGuide(x_dim, latents, hidden, activation, family.latent, likelihood.input_scale,
-                                  name=guide_name)  # fmt: skip
+        guide = HierarchicalGuide(
+            x_dim, latents, hidden, activation, family.latent, likelihood.input_scale, name=guide_name
+        )
         if family.guide in FLOWS:  # q(z_1 | x) a flow; the layers above stay Gaussian
-            guide.layers[0] = FlowLayer(FlowGuide(x_dim, latents[0], hidden, activation, **flow,
-                                                  name=f"{guide_name}.flow"))  # fmt: skip
+            guide.layers[0] = FlowLayer(
+                FlowGuide(x_dim, latents[0], hidden, activation, **flow, name=f"{guide_name}.flow")
+            )
         return model, guide
     d = family.latents[0] if family.latents else z_dim
     if family.guide in FLOWS:
@@ -136,8 +150,9 @@ def build(
         guide = VAEGuide(MLPEncoder(x_dim, d, hidden, activation, input_scale=likelihood.input_scale), guide_name)
     decoder = MLPDecoder(d, likelihood.num_params * x_dim, hidden, activation)
     if family.prior == "vamp":
-        model = VampPriorModel(decoder, likelihood, d, model_name, guide=guide, x_dim=x_dim,
-                               num_components=family.prior_components)  # fmt: skip
+        model = VampPriorModel(
+            decoder, likelihood, d, model_name, guide=guide, x_dim=x_dim, num_components=family.prior_components
+        )
     elif family.prior == "mog":
         model = MixturePriorModel(decoder, likelihood, d, model_name, num_components=family.prior_components)
     else:

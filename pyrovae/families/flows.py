@@ -120,9 +120,13 @@ class ContextEncoder(nn.Module):
 def _made(z_dim: int, context_dim: int, hidden: Sequence[int], param_dims: list[int], reverse: bool, act: str):
     order = torch.arange(z_dim)
     return ConditionalAutoRegressiveNN(
-        z_dim, context_dim, list(hidden), param_dims=param_dims,
-        permutation=order.flip(0) if reverse else order, nonlinearity=make_activation(act),
-    )  # fmt: skip
+        z_dim,
+        context_dim,
+        list(hidden),
+        param_dims=param_dims,
+        permutation=order.flip(0) if reverse else order,
+        nonlinearity=make_activation(act),
+    )
 
 
 class FlowGuide(nn.Module):
@@ -192,8 +196,11 @@ class FlowGuide(nn.Module):
         steps: list[nn.Module] = []
         for t in range(flow_layers):
             if flow == "iaf":
-                steps.append(ConditionalAffineAutoregressive(
-                    _made(z_dim, context_dim, flow_hidden, [1, 1], t % 2 == 1, activation)))  # fmt: skip
+                steps.append(
+                    ConditionalAffineAutoregressive(
+                        _made(z_dim, context_dim, flow_hidden, [1, 1], t % 2 == 1, activation)
+                    )
+                )
             else:
                 k = count_bins
                 param_dims = [k, k, k - 1, k] if order == "linear" else [k, k, k - 1]

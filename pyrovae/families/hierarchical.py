@@ -234,9 +234,11 @@ class HierarchicalGuide(nn.Module):
         # layers[l - 1] is q(z_l | z_{l-1}) (z_0 = x); between latents the hidden width is d_l
         self.layers = nn.ModuleList(
             [LatentLayer(x_dim, sizes[0], hidden, activation, latent)]
-            + [LatentLayer(sizes[i - 1], sizes[i], [sizes[i]] * between, activation, latent)
-               for i in range(1, len(sizes))]
-        )  # fmt: skip
+            + [
+                LatentLayer(sizes[i - 1], sizes[i], [sizes[i]] * between, activation, latent)
+                for i in range(1, len(sizes))
+            ]
+        )
         self.input_scale = float(input_scale)
         self.x_dim = x_dim
         self.sites = tuple(f"z{layer}" for layer in range(1, len(sizes) + 1))  # sampling order: bottom-up

@@ -25,11 +25,7 @@ class LocationScaleLikelihood(Likelihood):
     default_init_scale: ClassVar[float] = 1.0
 
     def __init__(
-        self,
-        x_dim: int,
-        scale: float | str | None = None,
-        init_scale: float | None = None,
-        min_scale: float = 1e-3,
+        self, x_dim: int, scale: float | str | None = None, init_scale: float | None = None, min_scale: float = 1e-3
     ) -> None:
         super().__init__(x_dim)
         scale = self.default_scale if scale is None else scale

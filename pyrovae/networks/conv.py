@@ -72,9 +72,8 @@ class ConvDecoder(nn.Module):
         self.num_params = num_params
         self.start = (c1, h // 4, w // 4)
         self.dense = nn.Sequential(
-            nn.Linear(z_dim, hidden), activation(act),
-            nn.Linear(hidden, c1 * (h // 4) * (w // 4)), activation(act),
-        )  # fmt: skip
+            nn.Linear(z_dim, hidden), activation(act), nn.Linear(hidden, c1 * (h // 4) * (w // 4)), activation(act)
+        )
         self.deconv = nn.Sequential(
             nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1),  # [N, c2, H/2, W/2]
             activation(act),

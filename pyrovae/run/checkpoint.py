@@ -77,8 +77,9 @@ def load(path: str | Path, map_location: str | torch.device | None = "cpu") -> d
                 f"checkpoint {path} holds a Python object ({found.group(1)}) besides tensors and plain containers: "
                 "pyrovae did not write it, and does not load such files"
             ) from e
-        raise CheckpointError(f"checkpoint {path} is unreadable (truncated, corrupt or not pyrovae's): "
-                              f"{_unpickling_detail(e)}") from e  # fmt: skip
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable (truncated, corrupt or not pyrovae's): {_unpickling_detail(e)}"
+        ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} is unreadable (truncated or corrupt): {_first_line(e)}") from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
@@ -104,8 +105,14 @@ def _short(value: Any) -> str:
 def _unpickling_detail(e: BaseException) -> str:
     """What the safe unpickler stopped at, without torch's advice around it (which names
     ``weights_only=False``: not for a file that may be hostile)."""
-    advice = ("weights_only", "Weights only load failed", "Check the documentation", "Please file an issue",
-              "safe_globals", "trusted source")  # fmt: skip
+    advice = (
+        "weights_only",
+        "Weights only load failed",
+        "Check the documentation",
+        "Please file an issue",
+        "safe_globals",
+        "trusted source",
+    )
     lines = [line.strip() for line in str(e).splitlines()]
     kept = [line for line in lines if line and not any(a in line for a in advice)]
     return kept[0] if kept else "the safe loader refused it"
@@ -132,8 +139,10 @@ def restore(module: torch.nn.Module, state_dict: dict[str, Any], path: str | Pat
     if missing or unexpected or shapes:
         found = (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
         parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for label, keys in found if keys]
-        raise CheckpointError(f"checkpoint {path} does not fit this run's model (written by another config or "
-                              f"pyrovae version): {'; '.join(parts)}")  # fmt: skip
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this run's model (written by another config or "
+            f"pyrovae version): {'; '.join(parts)}"
+        )
     module.load_state_dict(state_dict)
 
 
@@ -159,8 +168,10 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any], p
             raise CheckpointError(f"checkpoint {path}: its optimizer has lr={_short(saved['lr'])}, not a learning rate")
         for key in sorted(set(saved) & set(mine) - IMPLEMENTATION - scheduled):
             if type(saved[key]) is not type(mine[key]) or saved[key] != mine[key]:
-                raise CheckpointError(f"checkpoint {path}: its optimizer has {key}={_short(saved[key])}, "
-                                      f"this run's config gives {mine[key]!r}")  # fmt: skip
+                raise CheckpointError(
+                    f"checkpoint {path}: its optimizer has {key}={_short(saved[key])}, "
+                    f"this run's config gives {mine[key]!r}"
+                )
     for index, moments in per_param.items():
         if not isinstance(index, int) or not 0 <= index < len(params) or not isinstance(moments, dict):
             raise CheckpointError(f"{misfit} (state for a parameter {_short(index)} it does not have)")
@@ -172,8 +183,9 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any], p
                 ok = isinstance(value, torch.Tensor) and value.shape == params[index].shape
             if not ok:
                 shown = tuple(value.shape) if isinstance(value, torch.Tensor) else _short(value)
-                raise CheckpointError(f"{misfit} ({key} of parameter {index} is {shown}, "
-                                      f"the parameter {tuple(params[index].shape)})")  # fmt: skip
+                raise CheckpointError(
+                    f"{misfit} ({key} of parameter {index} is {shown}, the parameter {tuple(params[index].shape)})"
+                )
     try:
         optimizer.load_state_dict(state)
     except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
@@ -196,8 +208,10 @@ def restore_scheduler(
     if not isinstance(state, dict) or state.get("last_epoch") != epoch:
         raise CheckpointError(f"checkpoint {path}: its learning-rate schedule is not at epoch {epoch}")
     if state.get("base_lrs") != own["base_lrs"]:
-        raise CheckpointError(f"checkpoint {path}: its schedule starts at lr {_short(state.get('base_lrs'))}, "
-                              f"this run's config gives {own['base_lrs']}")  # fmt: skip
+        raise CheckpointError(
+            f"checkpoint {path}: its schedule starts at lr {_short(state.get('base_lrs'))}, "
+            f"this run's config gives {own['base_lrs']}"
+        )
     try:
         scheduler.load_state_dict(state)
     except (KeyError, ValueError, TypeError) as e:
@@ -206,5 +220,7 @@ def restore_scheduler(
     due = [base * fn(epoch) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
     now = [group["lr"] for group in scheduler.optimizer.param_groups]
     if any(not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15) for a, b in zip(now, due, strict=True)):
-        raise CheckpointError(f"checkpoint {path}: its optimizer's learning rate {now[0]!r} is not its schedule's "
-                              f"{due[0]!r} after epoch {epoch}")  # fmt: skip
+        raise CheckpointError(
+            f"checkpoint {path}: its optimizer's learning rate {now[0]!r} is not its schedule's "
+            f"{due[0]!r} after epoch {epoch}"
+        )

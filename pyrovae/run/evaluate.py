@@ -52,10 +52,15 @@ def evaluate_parts(
             ranks = ONE_PROCESS
         mine = dataset.test[ranks.shard(torch.arange(dataset.num_test, device=dataset.device))]
         result = evaluate_model(
-            vae.model, vae.guide, mine.split(cfg.eval_batch_size), num_particles=iwae_k,
+            vae.model,
+            vae.guide,
+            mine.split(cfg.eval_batch_size),
+            num_particles=iwae_k,
             num_samples=cfg.eval_num_samples if num_samples is None else num_samples,
-            chunk_size=cfg.eval_chunk_size, progress=mine.shape[0] if progress else None, ranks=ranks,
-        )  # fmt: skip
+            chunk_size=cfg.eval_chunk_size,
+            progress=mine.shape[0] if progress else None,
+            ranks=ranks,
+        )
     result = {"estimator": cfg.estimator, "likelihood": cfg.likelihood, **result}
     if model_epoch is not None:  # the epoch whose model this is (early stopping: the best one)
         result["model_epoch"] = model_epoch
@@ -85,8 +90,10 @@ def image_grids(parts: Parts) -> dict[str, np.ndarray]:
     shape = dataset.images.image_shape
     scale = 255.0 if dataset.kind == "counts" else 1.0
     x = dataset.test[torch.linspace(0, dataset.num_test - 1, NUM_GRID // 2).long()]
-    return {RunDir.SAMPLES: grid(vae.sample(NUM_GRID) / scale, shape, 8),
-            RunDir.RECONSTRUCTIONS: grid(interleave(x / scale, vae.reconstruct(x) / scale), shape, 8)}  # fmt: skip
+    return {
+        RunDir.SAMPLES: grid(vae.sample(NUM_GRID) / scale, shape, 8),
+        RunDir.RECONSTRUCTIONS: grid(interleave(x / scale, vae.reconstruct(x) / scale), shape, 8),
+    }
 
 
 def load_run(run_dir: str | Path, device: str | None = None) -> tuple[RunDir, Parts]:
@@ -115,9 +122,13 @@ def evaluate_run(
 
 
 def evaluate_run_ais(
-    run_dir: str | Path, points: int | None = None, num_samples: int | None = None, device: str | None = None,
-    progress: bool = False, **ais_options: Any,
-) -> dict[str, Any]:  # fmt: skip
+    run_dir: str | Path,
+    points: int | None = None,
+    num_samples: int | None = None,
+    device: str | None = None,
+    progress: bool = False,
+    **ais_options: Any,
+) -> dict[str, Any]:
     """AIS on the first ``points`` test points of a run (all by default) beside IS at K =
     ``num_samples`` (the run's ``eval_num_samples`` by default) on the same points; writes
     ``ais.json`` in the run directory (see :func:`~pyrovae.evaluation.ais_against_is`)."""
@@ -125,14 +136,31 @@ def evaluate_run_ais(
         raise ConfigError(f"--points must be >= 1, got {points}")
     if num_samples is not None and num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
-    check_options(**{"num_steps": 1000, "num_chains": 16, "hmc_steps": 10, "step_size": 0.05, "target_accept": 0.65,
-                     "init": "guide", "schedule": "sigmoid", **ais_options})  # fmt: skip
+    check_options(
+        **{
+            "num_steps": 1000,
+            "num_chains": 16,
+            "hmc_steps": 10,
+            "step_size": 0.05,
+            "target_accept": 0.65,
+            "init": "guide",
+            "schedule": "sigmoid",
+            **ais_options,
+        }
+    )
     run, parts = load_run(run_dir, device)
     cfg, dataset = parts.config, parts.dataset
     n = dataset.num_test if points is None else min(points, dataset.num_test)
     k = num_samples or cfg.eval_num_samples or 5000
-    result = ais_against_is(parts.vae, dataset.test[:n], num_samples=k, chunk_size=cfg.eval_chunk_size,
-                            batch_size=cfg.eval_batch_size, progress=progress, **ais_options)  # fmt: skip
+    result = ais_against_is(
+        parts.vae,
+        dataset.test[:n],
+        num_samples=k,
+        chunk_size=cfg.eval_chunk_size,
+        batch_size=cfg.eval_batch_size,
+        progress=progress,
+        **ais_options,
+    )
     if dataset.kind == "counts":
         result["bits_per_dim"] = in_bits(result, dataset.images.x_dim, ("log_likelihood_ais", "log_likelihood_is"))
     run.write_json(run.AIS, result)

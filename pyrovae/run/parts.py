@@ -20,8 +20,16 @@ from . import schedules
 from .step import COMPILE_MODES
 
 # Pyro's ELBOs whose loss is a sum over data points, so that shard gradients add up to the global one
-LINEAR_PYRO_ELBOS = ("Trace_ELBO", "TraceMeanField_ELBO", "TraceGraph_ELBO", "TraceEnum_ELBO", "JitTrace_ELBO",
-                     "JitTraceMeanField_ELBO", "JitTraceGraph_ELBO", "JitTraceEnum_ELBO")  # fmt: skip
+LINEAR_PYRO_ELBOS = (
+    "Trace_ELBO",
+    "TraceMeanField_ELBO",
+    "TraceGraph_ELBO",
+    "TraceEnum_ELBO",
+    "JitTrace_ELBO",
+    "JitTraceMeanField_ELBO",
+    "JitTraceGraph_ELBO",
+    "JitTraceEnum_ELBO",
+)
 POSITIVE = ("z_dim", "epochs", "batch_size", "log_every", "test_every", "eval_chunk_size", "eval_batch_size")
 
 
@@ -61,10 +69,16 @@ def load_images(cfg: Config) -> data.Images:
 
 def build_vae(cfg: Config, images: data.Images) -> VAE:
     return VAE(
-        x_dim=images.x_dim, z_dim=cfg.z_dim, likelihood=cfg.likelihood, likelihood_options=cfg.likelihood_options,
-        hidden=cfg.hidden, activation=cfg.activation, architecture=cfg.architecture, image_shape=images.image_shape,
+        x_dim=images.x_dim,
+        z_dim=cfg.z_dim,
+        likelihood=cfg.likelihood,
+        likelihood_options=cfg.likelihood_options,
+        hidden=cfg.hidden,
+        activation=cfg.activation,
+        architecture=cfg.architecture,
+        image_shape=images.image_shape,
         family=Family.of(cfg),
-    )  # fmt: skip
+    )
 
 
 def make_estimator(cfg: Config) -> pyro.infer.ELBO:
@@ -75,8 +89,14 @@ def make_estimator(cfg: Config) -> pyro.infer.ELBO:
 def make_optimizer(cfg: Config, vae: VAE, device: torch.device) -> torch.optim.Optimizer:
     """One multi-tensor Adam over every parameter: fused kernels on CUDA, foreach on the CPU."""
     fused = device.type == "cuda"
-    return torch.optim.Adam(vae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                            fused=fused, foreach=None if fused else True)  # fmt: skip
+    return torch.optim.Adam(
+        vae.parameters(),
+        lr=cfg.lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_eps,
+        fused=fused,
+        foreach=None if fused else True,
+    )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,12 +116,19 @@ def choices() -> dict[str, list[str]]:
     """The valid values of each key that takes a name from a fixed set, from the registries and
     constants that define them (``estimator`` also takes ``pyro.<ELBO class>``)."""
     return {
-        "dataset": sorted(data.DATASETS), "binarization": list(data.BINARIZATIONS),
-        "likelihood": likelihoods.names(), "architecture": list(ARCHITECTURES), "activation": sorted(ACTIVATIONS),
-        "estimator": estimators.names(), "compile": list(COMPILE_MODES), "lr_schedule": list(schedules.SCHEDULES),
-        "latent": list(LATENTS), "guide": list(GUIDES), "prior": list(PRIORS),
+        "dataset": sorted(data.DATASETS),
+        "binarization": list(data.BINARIZATIONS),
+        "likelihood": likelihoods.names(),
+        "architecture": list(ARCHITECTURES),
+        "activation": sorted(ACTIVATIONS),
+        "estimator": estimators.names(),
+        "compile": list(COMPILE_MODES),
+        "lr_schedule": list(schedules.SCHEDULES),
+        "latent": list(LATENTS),
+        "guide": list(GUIDES),
+        "prior": list(PRIORS),
         "tracking": [t for t in tracking.TRACKERS if t],
-    }  # fmt: skip
+    }
 
 
 def check_config(cfg: Config) -> Config:
@@ -119,8 +146,9 @@ def check_config(cfg: Config) -> Config:
     check_family(family, cfg.architecture, cfg.z_dim)
     _check_estimator_on_family(cfg, estimator, family)
     if cfg.tracking not in tracking.TRACKERS:
-        raise ConfigError(f"unknown tracking {cfg.tracking!r}; valid: {', '.join(choices()['tracking'])}, "
-                          'or "" for none')  # fmt: skip
+        raise ConfigError(
+            f'unknown tracking {cfg.tracking!r}; valid: {", ".join(choices()["tracking"])}, or "" for none'
+        )
     return cfg
 
 
@@ -142,8 +170,9 @@ def _check_numbers(cfg: Config) -> None:
     if not cfg.lr > 0:
         raise ConfigError(f"lr must be positive, got {cfg.lr}")
     if not (0 <= cfg.adam_beta1 < 1 and 0 <= cfg.adam_beta2 < 1 and cfg.adam_eps > 0):
-        raise ConfigError(f"Adam needs 0 <= beta1, beta2 < 1 and eps > 0, got {cfg.adam_beta1}, "
-                          f"{cfg.adam_beta2}, {cfg.adam_eps}")  # fmt: skip
+        raise ConfigError(
+            f"Adam needs 0 <= beta1, beta2 < 1 and eps > 0, got {cfg.adam_beta1}, {cfg.adam_beta2}, {cfg.adam_eps}"
+        )
     if any(h < 1 for h in cfg.hidden):
         raise ConfigError(f"hidden sizes must be >= 1, got {cfg.hidden}")
 
@@ -154,12 +183,16 @@ def _check_estimator_on_family(cfg: Config, estimator: pyro.infer.ELBO, family: 
     ours = isinstance(estimator, estimators.Estimator)
     if not family.reparameterized and ours and not estimator.supports_score_function:
         valid = [n for n in estimators.names() if _takes_score(n, cfg)]
-        raise ConfigError(f"estimator {cfg.estimator!r} needs reparameterized latents and {family.latent} latents are "
-                          f"discrete; valid with latent {family.latent!r}: {', '.join(valid)}")  # fmt: skip
+        raise ConfigError(
+            f"estimator {cfg.estimator!r} needs reparameterized latents and {family.latent} latents are "
+            f"discrete; valid with latent {family.latent!r}: {', '.join(valid)}"
+        )
     if isinstance(estimator, estimators.AnalyticELBO) and not family.closed_form_kl:
         what = f"guide {family.guide!r}" if family.guide in FLOWS else f"prior {family.prior!r}"
-        raise ConfigError(f"estimator {cfg.estimator!r} needs a closed-form KL, which a {what} does not have; "
-                          "use 'elbo' (the same bound, Monte Carlo KL)")  # fmt: skip
+        raise ConfigError(
+            f"estimator {cfg.estimator!r} needs a closed-form KL, which a {what} does not have; "
+            "use 'elbo' (the same bound, Monte Carlo KL)"
+        )
 
 
 def _takes_score(name: str, cfg: Config) -> bool:

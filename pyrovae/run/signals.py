@@ -43,5 +43,8 @@ class StopSignals:
 def interrupted(signum: int, step: int, where: str, path: Path) -> TrainingInterrupted:
     """The error that ends a run a signal stopped, after its state was saved in ``path``."""
     name = signal.Signals(signum).name
-    return TrainingInterrupted(f"interrupted by {name} at step {step} ({where}); its state is saved in {path}: "
-                               "resume the run (--resume) to continue", signum)  # fmt: skip
+    return TrainingInterrupted(
+        f"interrupted by {name} at step {step} ({where}); its state is saved in {path}: "
+        "resume the run (--resume) to continue",
+        signum,
+    )

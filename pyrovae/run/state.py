@@ -17,8 +17,19 @@ from .early_stopping import EarlyStopping
 from .parts import Parts, check_config
 
 # Settings a resumed run may change; everything else must match the run's own config.
-RESUMABLE = {"epochs", "max_steps", "max_seconds", "device", "log_every", "compile", "eval_num_samples",
-             "eval_chunk_size", "eval_batch_size", "tracking", "tracking_uri"}  # fmt: skip
+RESUMABLE = {
+    "epochs",
+    "max_steps",
+    "max_seconds",
+    "device",
+    "log_every",
+    "compile",
+    "eval_num_samples",
+    "eval_chunk_size",
+    "eval_batch_size",
+    "tracking",
+    "tracking_uri",
+}
 Notice = Any  # Callable[[str], None] | None
 
 
@@ -32,8 +43,10 @@ def resolve_config(config: Config | dict[str, Any] | None, run: RunDir, resume: 
     if not run.config.exists():
         raise ConfigError(f"cannot resume: {run} holds no run (no {run.CONFIG}); start one without --resume")
     if not run.checkpoint.exists():
-        raise ConfigError(f"cannot resume: the run in {run} stopped before its first checkpoint; "
-                          "start it afresh (the same command without --resume)")  # fmt: skip
+        raise ConfigError(
+            f"cannot resume: the run in {run} stopped before its first checkpoint; "
+            "start it afresh (the same command without --resume)"
+        )
     saved = run.read_config()
     if given is None:
         return check_config(saved), []
@@ -60,8 +73,14 @@ class PartialEpoch:
     seconds: float
 
     def to_checkpoint(self) -> dict[str, Any]:
-        return {"order": self.order.cpu(), "batches": self.batches, "seen": self.seen, "total": self.total.cpu(),
-                "objective": self.objective.cpu(), "seconds": self.seconds}  # fmt: skip
+        return {
+            "order": self.order.cpu(),
+            "batches": self.batches,
+            "seen": self.seen,
+            "total": self.total.cpu(),
+            "objective": self.objective.cpu(),
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_checkpoint(cls, raw: Any, path: Any, n: int, batch_size: int, device: torch.device) -> PartialEpoch:
@@ -71,8 +90,12 @@ class PartialEpoch:
         if not isinstance(raw, dict) or any(k not in raw for k in keys):
             raise CheckpointError(f"{bad} needs {', '.join(keys)}")
         order, batches = raw["order"], raw["batches"]
-        if not (isinstance(order, torch.Tensor) and order.dtype == torch.int64 and order.shape == (n,)
-                and torch.equal(order.sort().values, torch.arange(n, device=order.device))):  # fmt: skip
+        if not (
+            isinstance(order, torch.Tensor)
+            and order.dtype == torch.int64
+            and order.shape == (n,)
+            and torch.equal(order.sort().values, torch.arange(n, device=order.device))
+        ):
             raise CheckpointError(f"{bad}: its order is not a shuffle of the {n} training points")
         if not isinstance(batches, int) or not 0 <= batches <= -(-n // batch_size):
             raise CheckpointError(
@@ -85,8 +108,14 @@ class PartialEpoch:
                 raise CheckpointError(f"{bad}: {k} is not a number")
         if not isinstance(raw["seconds"], (int, float)):
             raise CheckpointError(f"{bad}: seconds is not a number")
-        return cls(order.to(device), batches, raw["seen"], raw["total"].to(device), raw["objective"].to(device),
-                   float(raw["seconds"]))  # fmt: skip
+        return cls(
+            order.to(device),
+            batches,
+            raw["seen"],
+            raw["total"].to(device),
+            raw["objective"].to(device),
+            float(raw["seconds"]),
+        )
 
 
 @dataclass
@@ -107,15 +136,26 @@ def rng_streams(ranks: distributed.Ranks) -> dict[str, Any]:
     return {"rng": state, "rng_ranks": ranks.gather_objects(state)} if ranks.active else {"rng": state}
 
 
-def state_dict(parts: Parts, progress: Progress, ranks: distributed.Ranks, stopper: EarlyStopping | None,
-               partial: PartialEpoch | None = None) -> dict[str, Any]:  # fmt: skip
+def state_dict(
+    parts: Parts,
+    progress: Progress,
+    ranks: distributed.Ranks,
+    stopper: EarlyStopping | None,
+    partial: PartialEpoch | None = None,
+) -> dict[str, Any]:
     """Everything a checkpoint holds: the model, optimizer and schedule, where the run is, the RNG
     streams, early stopping, and (mid-epoch) the epoch cut short."""
     assert parts.optimizer is not None and parts.scheduler is not None
     epoch = progress.epoch - 1 if partial is not None else progress.epoch  # mid-epoch: the last whole one
-    state = {"epoch": epoch, "step": progress.step, "train_seconds": progress.train_seconds,
-             "model": parts.vae.state_dict(), "optimizer": parts.optimizer.state_dict(),
-             "scheduler": parts.scheduler.state_dict(), **rng_streams(ranks)}  # fmt: skip
+    state = {
+        "epoch": epoch,
+        "step": progress.step,
+        "train_seconds": progress.train_seconds,
+        "model": parts.vae.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        **rng_streams(ranks),
+    }
     if stopper is not None:
         state["early_stopping"] = stopper.state_dict()
     if partial is not None:
@@ -123,8 +163,9 @@ def state_dict(parts: Parts, progress: Progress, ranks: distributed.Ranks, stopp
     return state
 
 
-def restore(parts: Parts, run: RunDir, ranks: distributed.Ranks, stopper: EarlyStopping | None,
-            notice: Notice) -> Progress:  # fmt: skip
+def restore(
+    parts: Parts, run: RunDir, ranks: distributed.Ranks, stopper: EarlyStopping | None, notice: Notice
+) -> Progress:
     """The run's state from its checkpoint, into ``parts`` and ``stopper``: everything is checked
     before the RNG state, the last thing restored."""
     cfg, path, device = parts.config, run.checkpoint, parts.device
@@ -134,8 +175,9 @@ def restore(parts: Parts, run: RunDir, ranks: distributed.Ranks, stopper: EarlyS
     checkpoint.restore_optimizer(parts.optimizer, state["optimizer"], path)
     epoch, step = state["epoch"], state["step"]
     if cfg.epochs < epoch:
-        raise ConfigError(f"cannot resume with epochs={cfg.epochs}: the run has done {epoch}; "
-                          f"give --epochs {epoch} or more")  # fmt: skip
+        raise ConfigError(
+            f"cannot resume with epochs={cfg.epochs}: the run has done {epoch}; give --epochs {epoch} or more"
+        )
     checkpoint.restore_scheduler(parts.scheduler, state.get("scheduler"), epoch, cfg.lr_schedule, path)
     if stopper is not None and epoch > 0:
         stopper.load_state_dict(state.get("early_stopping"), str(path))
@@ -149,8 +191,15 @@ def restore(parts: Parts, run: RunDir, ranks: distributed.Ranks, stopper: EarlyS
     return Progress(epoch, step, float(train_seconds), run.read_metrics(last_epoch=epoch), partial)
 
 
-def _restore_rng(state: dict[str, Any], path: Any, cfg: Config, ranks: distributed.Ranks, epoch: int,
-                 partial: PartialEpoch | None, notice: Notice) -> None:  # fmt: skip
+def _restore_rng(
+    state: dict[str, Any],
+    path: Any,
+    cfg: Config,
+    ranks: distributed.Ranks,
+    epoch: int,
+    partial: PartialEpoch | None,
+    notice: Notice,
+) -> None:
     """This rank's RNG stream; a data-parallel run resumed mid-epoch with another number of
     processes draws new noise for the rest of that epoch (and says so)."""
     streams = state.get("rng_ranks")  # a data-parallel run's streams, one a rank
@@ -160,5 +209,7 @@ def _restore_rng(state: dict[str, Any], path: Any, cfg: Config, ranks: distribut
         torch.manual_seed(distributed.rank_seed(cfg.seed, epoch + 1, ranks.rank, partial.batches))
         if notice is not None:
             had = len(streams) if isinstance(streams, list) else 1
-            notice(f"resuming mid-epoch with {ranks.world} processes where the checkpoint had {had}: the rest "
-                   f"of epoch {epoch + 1} draws new noise")  # fmt: skip
+            notice(
+                f"resuming mid-epoch with {ranks.world} processes where the checkpoint had {had}: the rest "
+                f"of epoch {epoch + 1} draws new noise"
+            )

@@ -129,8 +129,15 @@ class Epoch:
 class Training:
     """One run's training: its parts, where it is, and what each step and epoch does."""
 
-    def __init__(self, parts: Parts, run: RunDir, ranks: distributed.Ranks, progress: Progress,
-                 stopper: EarlyStopping | None, hooks: Hooks) -> None:  # fmt: skip
+    def __init__(
+        self,
+        parts: Parts,
+        run: RunDir,
+        ranks: distributed.Ranks,
+        progress: Progress,
+        stopper: EarlyStopping | None,
+        hooks: Hooks,
+    ) -> None:
         self.parts, self.cfg, self.run, self.ranks = parts, parts.config, run, ranks
         self.progress, self.stopper, self.hooks = progress, stopper, hooks
         self.resumed = bool(progress.step or progress.epoch or progress.metrics or progress.partial)
@@ -143,20 +150,29 @@ class Training:
         self.stopped = bool(self.cfg.max_steps and progress.step >= self.cfg.max_steps)  # a resume with none left
         total = self.cfg.epochs * self.steps_per_epoch
         total = min(total, self.cfg.max_steps) if self.cfg.max_steps else total
-        self.bar = tqdm(total=total, initial=progress.step, disable=not hooks.progress, unit="step",
-                        dynamic_ncols=True)  # fmt: skip
+        self.bar = tqdm(total=total, initial=progress.step, disable=not hooks.progress, unit="step", dynamic_ncols=True)
 
     @classmethod
-    def start(cls, cfg: Config, run: RunDir, device: torch.device, ranks: distributed.Ranks, resume: bool,
-              changes: list[str], hooks: Hooks) -> Training:  # fmt: skip
+    def start(
+        cls,
+        cfg: Config,
+        run: RunDir,
+        device: torch.device,
+        ranks: distributed.Ranks,
+        resume: bool,
+        changes: list[str],
+        hooks: Hooks,
+    ) -> Training:
         """Assemble and check everything, restore a resumed run, then write the run directory's
         first files: nothing is written before every input is seen to be good."""
         parts = assemble(cfg, device)
         if ranks.active:
             check_data_parallel(parts.estimator)
         if cfg.patience and parts.dataset.num_valid == 0:
-            raise ConfigError(f"patience={cfg.patience} stops on a validation bound, and {parts.images.source} has no "
-                              "validation set: hold some training points out with validation = N")  # fmt: skip
+            raise ConfigError(
+                f"patience={cfg.patience} stops on a validation bound, and {parts.images.source} has no "
+                "validation set: hold some training points out with validation = N"
+            )
         stopper = EarlyStopping(cfg.patience) if cfg.patience else None
         progress = restore(parts, run, ranks, stopper, hooks.notice) if resume else Progress()
         training = cls(parts, run, ranks, progress, stopper, hooks)
@@ -223,8 +239,9 @@ class Training:
         return epoch
 
     def batches(self, epoch: Epoch) -> Iterator[torch.Tensor]:
-        return self.parts.dataset.train_batches(self.cfg.batch_size, order=epoch.order, start=epoch.batches_done,
-                                                shard=self.ranks.shard)  # fmt: skip
+        return self.parts.dataset.train_batches(
+            self.cfg.batch_size, order=epoch.order, start=epoch.batches_done, shard=self.ranks.shard
+        )
 
     def global_batch(self, epoch: Epoch) -> int:
         """The points of the step under way, every rank's together."""
@@ -254,8 +271,11 @@ class Training:
         record["lr"] = self.parts.optimizer.param_groups[0]["lr"]
         self.parts.scheduler.step()  # the rate of the next epoch
         record.update(self.scaled_objective(objective, epoch.seen))
-        best = self.measure(record) if p.epoch % self.cfg.test_every == 0 or p.epoch == self.cfg.epochs \
-            or self.stopped else False  # fmt: skip
+        best = (
+            self.measure(record)
+            if p.epoch % self.cfg.test_every == 0 or p.epoch == self.cfg.epochs or self.stopped
+            else False
+        )
         record["seconds"] = epoch.elapsed()
         self.record(record)
         self.save_checkpoint(best)
@@ -294,8 +314,9 @@ class Training:
         return {"epoch": 0, "step": 0, bound_key(self.parts.estimator): bound, "seconds": time.perf_counter() - start}
 
     def test_bound(self, part: str) -> torch.Tensor:
-        return mean_bound(self.parts.estimator, self.parts.vae, self.parts.dataset, self.cfg.eval_batch_size, part,
-                          self.ranks)  # fmt: skip
+        return mean_bound(
+            self.parts.estimator, self.parts.vae, self.parts.dataset, self.cfg.eval_batch_size, part, self.ranks
+        )
 
     def record(self, record: dict[str, Any]) -> None:
         """A metrics line: kept, appended to metrics.jsonl (rank 0) and tracked."""
@@ -323,8 +344,11 @@ class Training:
         or at a logging step."""
         if flags is None:
             return self.signals.signum, self.out_of_time(epoch)
-        free_to_read = flags.device.type == "cpu" or self.progress.step % self.cfg.log_every == 0 \
-            or epoch.batches_done == self.steps_per_epoch  # fmt: skip
+        free_to_read = (
+            flags.device.type == "cpu"
+            or self.progress.step % self.cfg.log_every == 0
+            or epoch.batches_done == self.steps_per_epoch
+        )
         signal_flag, time_flag = flags.tolist() if free_to_read else (0.0, 0.0)
         return (self.signals.signum or signal.SIGTERM) if signal_flag else 0, time_flag > 0
 
@@ -336,10 +360,15 @@ class Training:
         """Stop with :class:`TrainingDiverged` once the loss or a parameter is NaN or infinite."""
         bad = not math.isfinite(value) or not all(torch.isfinite(p).all() for p in self.parts.vae.parameters())
         if bad:
-            kept = (f"the last good checkpoint (epoch {self.last_good}) is intact at {self.run.checkpoint}"
-                    if self.last_good > 0 else "no checkpoint had been written yet")  # fmt: skip
-            raise TrainingDiverged(f"the loss or a parameter became NaN or infinite by step {self.progress.step} "
-                                   f"(epoch {self.progress.epoch}); training stopped and {kept}")  # fmt: skip
+            kept = (
+                f"the last good checkpoint (epoch {self.last_good}) is intact at {self.run.checkpoint}"
+                if self.last_good > 0
+                else "no checkpoint had been written yet"
+            )
+            raise TrainingDiverged(
+                f"the loss or a parameter became NaN or infinite by step {self.progress.step} "
+                f"(epoch {self.progress.epoch}); training stopped and {kept}"
+            )
         if shown:
             self.bar.set_postfix(epoch=self.progress.epoch, loss=shown)
 
@@ -383,8 +412,12 @@ class Training:
             notice(f"data parallel: {self.ranks.world} processes, {self.cfg.batch_size} points a step in all")
 
     def __enter__(self) -> Training:
-        self._contexts = [pyro.settings.context(module_local_params=True), pyro.validation_enabled(False),
-                          self.signals, self.bar]  # fmt: skip
+        self._contexts = [
+            pyro.settings.context(module_local_params=True),
+            pyro.validation_enabled(False),
+            self.signals,
+            self.bar,
+        ]
         for c in self._contexts:
             c.__enter__()
         return self
@@ -403,8 +436,15 @@ class Training:
             epoch = self.stopper.best_epoch
         evaluation = None
         if evaluate and self.cfg.eval_num_samples > 0:
-            evaluation = evaluate_parts(self.run, self.parts, progress=self.hooks.progress, model_epoch=epoch,
-                                        tracker=self.tracker, step=self.progress.epoch, ranks=self.ranks)  # fmt: skip
+            evaluation = evaluate_parts(
+                self.run,
+                self.parts,
+                progress=self.hooks.progress,
+                model_epoch=epoch,
+                tracker=self.tracker,
+                step=self.progress.epoch,
+                ranks=self.ranks,
+            )
         return TrainResult(self.run.path, self.cfg, self.parts.vae, self.progress.metrics, evaluation, self.parts)
 
 
@@ -413,8 +453,14 @@ def bound_key(estimator: pyro.infer.ELBO) -> str:
     return "test_bound" if getattr(estimator, "reports_bound", True) else "test_objective"
 
 
-def mean_bound(estimator: pyro.infer.ELBO, vae: VAE, dataset: InMemoryData, batch_size: int, part: str = "test",
-               ranks: distributed.Ranks = distributed.ONE_PROCESS) -> torch.Tensor:  # fmt: skip
+def mean_bound(
+    estimator: pyro.infer.ELBO,
+    vae: VAE,
+    dataset: InMemoryData,
+    batch_size: int,
+    part: str = "test",
+    ranks: distributed.Ranks = distributed.ONE_PROCESS,
+) -> torch.Tensor:
     """The estimator's bound averaged over the test (or ``part="valid"``, validation) set, as a
     device tensor (no sync for pyrovae's estimators; Pyro's own report a float per batch). Under
     data parallelism each rank scores its shard of the points and the sums are added."""

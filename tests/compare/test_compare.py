@@ -25,12 +25,7 @@ TINY = {
 def test_estimator_specs():
     assert EstimatorSpec.parse("iwae:5") == EstimatorSpec("iwae", 5)
     s = EstimatorSpec.parse("renyi:5:alpha=0.5")
-    assert (s.name, s.num_particles, dict(s.options), s.label) == (
-        "renyi",
-        5,
-        {"alpha": 0.5},
-        "renyi K=5 alpha=0.5",
-    )
+    assert (s.name, s.num_particles, dict(s.options), s.label) == ("renyi", 5, {"alpha": 0.5}, "renyi K=5 alpha=0.5")
     assert EstimatorSpec.parse({"name": "miwae", "num_particles": 2, "num_groups": 3}).slug == "miwae_K2_num_groups3"
     with pytest.raises(ConfigError, match="unknown estimator 'iwea'"):
         EstimatorSpec.parse("iwea:5")

@@ -704,10 +704,7 @@ def _mismatch_pair(form: str, model_shape: tuple, guide_shape: tuple):
 
 
 @case(
-    "valid_models.model_guide_dim_mismatch_error",
-    VM + "test_model_guide_dim_mismatch_error",
-    inside=False,
-    why=SHAPE,
+    "valid_models.model_guide_dim_mismatch_error", VM + "test_model_guide_dim_mismatch_error", inside=False, why=SHAPE
 )
 def _dim_mismatch(form):
     return _mismatch_pair(form, (2,), (2, 1))
@@ -1203,10 +1200,7 @@ def _mapdata_iplate(form):
 
 
 @case(
-    "elbo_mapdata.plate.local",
-    MAPDATA + "[plate]",
-    exact_log_px=select(_normal_normal_log_px),
-    guide_is_posterior=True,
+    "elbo_mapdata.plate.local", MAPDATA + "[plate]", exact_log_px=select(_normal_normal_log_px), guide_is_posterior=True
 )
 def _mapdata_local(form):
     return _normal_normal_local(form, "aaa")

@@ -244,10 +244,7 @@ def test_rws_handles_guide_sites_that_cannot_be_reparameterized_and_dreg_refuses
 def test_kl_weight_changes_the_gradient_not_the_reported_bound(lg):
     model, guide = lg(perturb=0.3)
     x = model.sample(4)
-    plain, beta = (
-        estimators.make("iwae", num_particles=3),
-        estimators.make("iwae", num_particles=3, kl_weight=0.5),
-    )
+    plain, beta = (estimators.make("iwae", num_particles=3), estimators.make("iwae", num_particles=3, kl_weight=0.5))
     la, lb = same_draw(plain, beta, model, guide, x)
     assert la == pytest.approx(lb, rel=1e-12)
     torch.manual_seed(5)
