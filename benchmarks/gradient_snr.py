@@ -154,7 +154,7 @@ def measure(setting: str, model, guide, x, groups, ks, draws) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run-dir", default=None, help="a trained pyrovae run directory")
     p.add_argument("--epochs", type=int, default=50, help="training epochs when no --run-dir")
@@ -166,11 +166,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--light-ks", type=int, nargs="+", default=[1, 4, 16, 64, 256])
     p.add_argument("--toy-ks", type=int, nargs="+", default=[1, 4, 16, 64, 256, 1024])
     p.add_argument("--out", default=str(HERE / "results" / "gradient_snr"))
-    args = p.parse_args(argv)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    return p.parse_args(argv)
 
-    pyro.set_rng_seed(0)
+
+def measure_settings(args: argparse.Namespace, out: Path) -> dict:
+    """Each setting's (label, ks, rows), measured in order: digits, digits-light, linear-gaussian."""
     settings = {}
     with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
         model, guide, x, groups, label = digits_setting(args, out)
@@ -187,18 +187,34 @@ def main(argv: list[str] | None = None) -> dict:
             args.toy_ks,
             measure("linear-gaussian", model, guide, x, groups, args.toy_ks, args.draws),
         )
+    return settings
 
-    floor = 2 * math.sqrt(2 / (math.pi * args.draws))
-    slopes = {
-        s: {n: {g: loglog_slope(ks, [r[g]["mean_snr"] for r in rows if r["estimator"] == n], floor)
-                for g in GROUPS} for n in ESTIMATORS}
+
+def fit_slopes(settings: dict, floor: float) -> dict:
+    """The log-log slope of each setting, estimator and group, over the values above ``floor``."""
+    return {
+        s: {
+            n: {g: loglog_slope(ks, [r[g]["mean_snr"] for r in rows if r["estimator"] == n], floor) for g in GROUPS}
+            for n in ESTIMATORS
+        }
         for s, (_, ks, rows) in settings.items()
-    }  # fmt: skip
-    lines = [f"R = {args.draws} draws per K, 90% basic bootstrap intervals; the noise floor "
-             f"sqrt(2 / (pi R)) is {floor / 2:.3f} and slopes use the values above twice it.", ""]  # fmt: skip
+    }
+
+
+def markdown_table(settings: dict, slopes: dict, floor: float, draws: int) -> str:
+    """Each setting's SNR against K with its intervals, and the slopes, as markdown."""
+    lines = [
+        f"R = {draws} draws per K, 90% basic bootstrap intervals; the noise floor "
+        f"sqrt(2 / (pi R)) is {floor / 2:.3f} and slopes use the values above twice it.",
+        "",
+    ]
     for s, (label, ks, rows) in settings.items():
-        lines += [f"**{s}**: {label}", "", "| K | IWAE encoder | DReG encoder | IWAE decoder | DReG decoder |",
-                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"**{s}**: {label}",
+            "",
+            "| K | IWAE encoder | DReG encoder | IWAE decoder | DReG decoder |",
+            "|---|---|---|---|---|",
+        ]
         for k in ks:
             cells = []
             for g in GROUPS:
@@ -206,13 +222,15 @@ def main(argv: list[str] | None = None) -> dict:
                     v = next(r[g] for r in rows if r["estimator"] == n and r["K"] == k)
                     cells.append(f"{v['mean_snr']:.3f} [{v['interval'][0]:.3f}, {v['interval'][1]:.3f}]")
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
-        lines.append("| log-log slope | " + " | ".join(
-            f"{slopes[s][n][g]:+.2f}" for g in GROUPS for n in ESTIMATORS) + " |")  # fmt: skip
+        lines.append(
+            "| log-log slope | " + " | ".join(f"{slopes[s][n][g]:+.2f}" for g in GROUPS for n in ESTIMATORS) + " |"
+        )
         lines.append("")
-    table = "\n".join(lines)
-    print("\n" + table)
-    out.with_suffix(".md").write_text(table)
+    return "\n".join(lines)
 
+
+def plot(settings: dict, slopes: dict, floor: float, path: Path) -> None:
+    """Each setting's encoder and decoder SNR against K, both estimators, on log-log axes."""
     fig, axes = plt.subplots(len(settings), 2, figsize=(9.5, 3.5 * len(settings)))
     for row_axes, (s, (_label, ks, rows)) in zip(axes, settings.items(), strict=True):
         for ax, g in zip(row_axes, GROUPS, strict=True):
@@ -221,8 +239,15 @@ def main(argv: list[str] | None = None) -> dict:
                 m = [r[g]["mean_snr"] for r in rs]
                 lo = [max(0.0, r[g]["mean_snr"] - r[g]["interval"][0]) for r in rs]
                 hi = [max(0.0, r[g]["interval"][1] - r[g]["mean_snr"]) for r in rs]
-                ax.errorbar(ks, m, yerr=[lo, hi], marker="o", capsize=3, color=color,
-                            label=f"{n.upper()} (slope {slopes[s][n][g]:+.2f})")  # fmt: skip
+                ax.errorbar(
+                    ks,
+                    m,
+                    yerr=[lo, hi],
+                    marker="o",
+                    capsize=3,
+                    color=color,
+                    label=f"{n.upper()} (slope {slopes[s][n][g]:+.2f})",
+                )
             ax.axhline(floor / 2, color="gray", linestyle=":", label="noise floor")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
@@ -230,14 +255,35 @@ def main(argv: list[str] | None = None) -> dict:
             ax.set_title(f"{s}: {g} gradient SNR", fontsize=10)
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=110)
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    pyro.set_rng_seed(0)
+    settings = measure_settings(args, out)
+
+    floor = 2 * math.sqrt(2 / (math.pi * args.draws))
+    slopes = fit_slopes(settings, floor)
+    table = markdown_table(settings, slopes, floor, args.draws)
+    print("\n" + table)
+    out.with_suffix(".md").write_text(table)
+    plot(settings, slopes, floor, out.with_suffix(".png"))
 
     result = {
-        "draws": args.draws, "slopes": slopes,
+        "draws": args.draws,
+        "slopes": slopes,
         "settings": {s: {"label": label, "ks": ks, "rows": rows} for s, (label, ks, rows) in settings.items()},
-        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "pyro": pyro.__version__},
-    }  # fmt: skip
+        "machine": {
+            "platform": platform.platform(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "pyro": pyro.__version__,
+        },
+    }
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 

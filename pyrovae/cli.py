@@ -69,10 +69,12 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                 flag, dest=name, metavar="N,N", help=f"{text}; comma-separated; default: {','.join(map(str, default))}"
             )
         else:
-            kind = type(default)
-            metavar = METAVARS.get(name) or ("NAME" if name in valid else {int: "N", float: "X"}.get(kind, "TEXT"))
+            value_type = type(default)
+            metavar = METAVARS.get(name) or (
+                "NAME" if name in valid else {int: "N", float: "X"}.get(value_type, "TEXT")
+            )
             shown = default if default != "" else "none"
-            p.add_argument(flag, dest=name, type=kind, metavar=metavar, help=f"{text}; default: {shown}")
+            p.add_argument(flag, dest=name, type=value_type, metavar=metavar, help=f"{text}; default: {shown}")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -99,7 +99,7 @@ class Ranks:
         """``t`` ``[n_r, ...]`` of every rank, concatenated in rank order (sizes may differ)."""
         if not self.active:
             return t
-        sizes = [None] * self.world
+        sizes: list[Any] = [None] * self.world  # each rank's n_r, once gathered
         dist.all_gather_object(sizes, t.shape[0])
         padded = t.new_zeros((max(sizes), *t.shape[1:]))
         padded[: t.shape[0]] = t

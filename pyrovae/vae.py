@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from . import likelihoods
 from .errors import ConfigError
-from .families import Family, VAEGuide, VAEModel, build, check_family
+from .families import Family, FlowGuide, HierarchicalGuide, HierarchicalModel, VAEGuide, VAEModel, build, check_family
 from .likelihoods import Likelihood
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
@@ -51,6 +51,9 @@ class VAE(nn.Module):
             Anything but one Gaussian layer, a Gaussian guide and the N(0, I) prior builds that
             family's model and guide.
     """
+
+    model: VAEModel | HierarchicalModel
+    guide: VAEGuide | FlowGuide | HierarchicalGuide
 
     def __init__(
         self,
@@ -113,7 +116,7 @@ def _family(family: Family | None, keys: dict[str, Any]) -> Family:
         raise ConfigError(
             f"VAE has no option {', '.join(map(repr, unknown))}; the family's keys: {', '.join(Family.keys())}"
         )
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in keys.items()}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in keys.items()}
     return replace(family or Family(), **values)
 
 

@@ -4,6 +4,7 @@ folder and checked against its SHA-256 at every load."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
@@ -19,7 +20,7 @@ from .npz import load_npz
 from .omniglot import load_omniglot
 from .validation import VALIDATION_SEED, split_validation, validation_size
 
-DATASETS = {
+DATASETS: dict[str, Callable[..., Images]] = {
     "cifar10": load_cifar10,
     "digits": load_digits,
     "fashion_mnist": load_fashion_mnist,

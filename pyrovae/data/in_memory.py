@@ -128,5 +128,7 @@ class InMemoryData:
 
     def valid_batches(self, batch_size: int) -> Iterator[Tensor]:
         """The validation set in order, like :meth:`test_batches`; nothing when there is none."""
+        if self.valid is None:
+            return
         for i in range(0, self.num_valid, batch_size):
             yield self.valid[i : i + batch_size]

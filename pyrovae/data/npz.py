@@ -46,15 +46,17 @@ def load_npz(path: str | Path | None) -> Images:
             f"{path}: train is {train.dtype} but test is {test.dtype}; "
             "give both as uint8 pixels or both as numbers to use as they are"
         )
+    shape: tuple[int, int, int]
     if "image_shape" in arrays:
         given = arrays["image_shape"]
         if given.shape != (3,) or given.dtype.kind not in "iu" or (given < 1).any():
             raise DataError(f"{path}: image_shape must be three positive integers (C, H, W), got {given.tolist()}")
-        shape = tuple(int(v) for v in given)
+        c, h, w = (int(v) for v in given)
+        shape = (c, h, w)
     elif train.ndim == 4:
-        shape = tuple(train.shape[1:])
+        shape = (train.shape[1], train.shape[2], train.shape[3])
     elif train.ndim == 3:
-        shape = (1, *train.shape[1:])
+        shape = (1, train.shape[1], train.shape[2])
     else:
         shape = (1, 1, int(np.prod(train.shape[1:])))
     flat = [a.reshape(a.shape[0], -1) for a in (train, test)]

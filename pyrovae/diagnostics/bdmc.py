@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..estimators.simulated import SimulatedData, simulate_data
+from ..estimators.structure import site_value
 from ..estimators.traced import SubsamplePin
 from ..estimators.weights import logmeanexp
 from ..evaluation.ais import anneal, beta_schedule, check_options
@@ -170,7 +171,7 @@ def _reverse(
 ) -> Tensor:
     """The reverse run: from the exact posterior sample that simulated each point, back along the
     forward run's schedule and step sizes (strict AIS: no adaptation), so it is exact in reverse."""
-    exact = {name: site["value"] for name, site in sim.latents.nodes.items()}
+    exact = {name: site_value(site) for name, site in sim.latents.nodes.items()}
     missing = {s.name for s in fwd.sites} - set(exact)
     if missing:
         raise ConfigError(f"bdmc: the model's simulation did not draw {sorted(missing)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +108,7 @@ def gradient_snr(
     model: Callable,
     guide: Callable,
     *args: Any,
-    groups: dict[str, Sequence[Tensor]],
+    groups: Mapping[str, Sequence[Tensor]],
     num_draws: int = 1000,
     num_blocks: int = 40,
     bootstrap: int = 200,

@@ -58,9 +58,10 @@ class Estimator(ELBO):
     """
 
     name: ClassVar[str]
-    supports_score_function: ClassVar[bool] = False  # non-reparameterized guide sites
-    needs_grad_scale: ClassVar[bool] = False
-    detach_latents: ClassVar[bool] = False
+    # class-wide flags an instance may override (RWS sets them from its wake_phi)
+    supports_score_function: bool = False  # non-reparameterized guide sites
+    needs_grad_scale: bool = False
+    detach_latents: bool = False
     fast_path_default: ClassVar[bool] = True  # False makes every estimator trace (debugging)
 
     def __init__(
@@ -193,7 +194,8 @@ class Estimator(ELBO):
         with torch.no_grad():
             w = self.log_weights(model, guide, args, kwargs, for_gradient=False)
             loss = -scaled_sum(self._bound(w), w.scale).item()
-        warn_if_nan(loss, "loss")
+        # pyro annotates warn_if_nan's value as numbers.Number, which a float is not to mypy
+        warn_if_nan(loss, "loss")  # type: ignore[call-overload]
         return loss
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
@@ -226,7 +228,8 @@ class Estimator(ELBO):
         if loss.requires_grad:  # as Pyro's: a loss with no path to a parameter is only reported
             loss.backward(retain_graph=self.retain_graph)
         value = loss.item()
-        warn_if_nan(value, "loss")
+        # pyro annotates warn_if_nan's value as numbers.Number, which a float is not to mypy
+        warn_if_nan(value, "loss")  # type: ignore[call-overload]
         return value
 
 

@@ -14,10 +14,10 @@ Whether a pair takes this path is decided in one place,
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pyro.distributions import TorchDistribution
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
 from ..plates import data_scale, register_module
@@ -69,8 +69,9 @@ class DirectLogWeights(LogWeights):
         detach_latents: bool = False,
         grad_scale_latents: bool = False,
     ) -> None:
-        register_module(guide.pyro_name, guide)  # as forward does, for SVI's parameter capture
-        register_module(model.pyro_name, model)
+        # as forward does, for SVI's parameter capture (a Protocol cannot say so: the pair are nn.Modules)
+        register_module(guide.pyro_name, cast(nn.Module, guide))
+        register_module(model.pyro_name, cast(nn.Module, model))
         scale = data_scale(x.shape[0], num_data)
         q = guide.distribution(x)  # batch [B], event [z_dim]
         z = q.rsample((num_particles,))  # [K, B, z_dim]

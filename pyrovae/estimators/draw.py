@@ -41,7 +41,7 @@ def draw(
             guide,
             *args,
             **kwargs,
-            num_particles=num_particles,  # type: ignore[call-arg]
+            num_particles=num_particles,
             detach_latents=detach_latents,
             grad_scale_latents=grad_scale_latents,
         )

@@ -34,6 +34,7 @@ class MonteCarloELBO(Estimator):
     def _surrogate(self, w: LogWeights, kl_weight: float) -> Tensor | None:
         if w.log_q_score is None:
             return None
+        assert w.log_q_unreparam is not None  # it defaults to log_q_score
         lw = w.log_w(kl_weight)  # [K, B]
         # as Pyro's Trace_ELBO: the direct term -d log q / dphi of those sites (zero in expectation)
         # is left out; their score carries the learning signal lw

@@ -23,7 +23,7 @@ from . import direct, layered
 from .traced import SubsamplePin
 from .weights import LogWeights
 
-Producer = type[LogWeights]
+Producer = Callable[..., LogWeights]  # a LogWeights class, called with the model, guide, data and flags
 
 
 def _definer(cls: type, attr: str) -> type | None:

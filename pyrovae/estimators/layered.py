@@ -18,10 +18,10 @@ the traced path takes it). :func:`pyrovae.estimators.fast_path.fast_path` decide
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pyro.distributions import TorchDistribution
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
 from ..errors import ModelStructureError
@@ -75,16 +75,17 @@ class LayeredLogWeights(LogWeights):
         detach_latents: bool = False,
         grad_scale_latents: bool = False,
     ) -> None:
-        register_module(guide.pyro_name, guide)  # as forward does, for SVI's parameter capture
-        register_module(model.pyro_name, model)
+        # as forward does, for SVI's parameter capture (a Protocol cannot say so: the pair are nn.Modules)
+        register_module(guide.pyro_name, cast(nn.Module, guide))
+        register_module(model.pyro_name, cast(nn.Module, model))
         batch = x.shape[0]
         self.model, self.guide, self.x, self.detached = model, guide, x, detach_latents
         latents: dict[str, Tensor] = {}
         self.q: dict[str, TorchDistribution] = {}
         for name in guide.sites:
             q = guide.site_distribution(name, x, latents)
-            shape = (num_particles,) if len(q.batch_shape) == 1 else ()  # the first site: batch [B]
-            latents[name] = q.rsample(shape) if q.has_rsample else q.sample(shape)  # [K, B, d]
+            sample_shape = (num_particles,) if len(q.batch_shape) == 1 else ()  # the first site: batch [B]
+            latents[name] = q.rsample(sample_shape) if q.has_rsample else q.sample(sample_shape)  # [K, B, d]
             self.q[name] = q
         grad_scale: dict[str, Any] | None = {} if grad_scale_latents else None
         seen = {
@@ -138,7 +139,8 @@ class LayeredLogWeights(LogWeights):
     def log_q_stop(self) -> Tensor:
         self.require_reparam_for_path()
         direct = sum(q.log_prob(self.latents[n].detach()) for n, q in self._stopped().items())
-        return self.log_q - direct + direct.detach()  # type: ignore[operator]
+        assert isinstance(direct, Tensor)  # a sum over the guide's sites, of which there is one at least
+        return self.log_q - direct + direct.detach()
 
     def require_reparam_for_path(self) -> None:
         bad = self.non_reparameterized()

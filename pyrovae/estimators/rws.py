@@ -100,7 +100,7 @@ class ReweightedWakeSleep(Estimator):
             replayed = poutine.trace(ReplayValues(d.latents)(guide)).get_trace(*d.args, **kwargs)
         q_sites = counted_guide_sites(replayed, guide)
         require_density(q_sites, "rws's sleep_phi", "use wake_phi alone (sleep_phi=false)")
-        log_q = 0.0
-        for name in d.latents:
+        log_q: float | Tensor = 0.0
+        for name in d.latents.nodes:
             log_q = log_q + site_log_prob(replayed.nodes[name], nesting)
         return torch.as_tensor(log_q).reshape(-1), d.scale

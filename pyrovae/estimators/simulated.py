@@ -15,11 +15,13 @@ from typing import Any
 import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
 from ..errors import ModelStructureError
+from .structure import site_infer, site_value
 from .traced import SubsamplePin
 
 
@@ -42,29 +44,31 @@ def simulate_data(model: Callable, args: tuple, kwargs: dict, pin: SubsamplePin,
     its data before observing it (a replay on the substituted argument must give the dream back)."""
     with torch.no_grad(), pin:
         trace = poutine.trace(poutine.uncondition(model)).get_trace(*args, **kwargs)
-    observed = [n for n, s in trace.nodes.items() if s["type"] == "sample" and s["infer"].get("was_observed")]
+    observed = [n for n, s in trace.nodes.items() if s["type"] == "sample" and site_infer(s).get("was_observed")]
     x = args[0] if args else None
     if len(observed) != 1 or not isinstance(x, Tensor):
         raise ModelStructureError(
             f"{user} needs the data as the model's first argument and exactly one "
             f"observed site (found {observed or 'none'})"
         )
-    x_simulated = trace.nodes[observed[0]]["value"].detach()
+    x_simulated = site_value(trace.nodes[observed[0]]).detach()
     latents = Trace()
     scale: Any = 1.0
     for name, site in trace.nodes.items():
         if (
             site["type"] == "sample"
-            and not site["infer"].get("was_observed")
+            and not site_infer(site).get("was_observed")
             and not (site["is_observed"] or site_is_subsample(site))
         ):
-            latents.add_node(name, type="sample", is_observed=False, value=site["value"].detach(), infer=site["infer"])
+            latents.add_node(
+                name, type="sample", is_observed=False, value=site_value(site).detach(), infer=site["infer"]
+            )
             scale = site["scale"]
     fake = _simulated_input(x, x_simulated, trace)
     if fake is not None:
         with torch.no_grad(), pin:
             check = poutine.trace(poutine.replay(model, trace=latents)).get_trace(fake, *args[1:], **kwargs)
-        seen = check.nodes[observed[0]]["value"]
+        seen = site_value(check.nodes[observed[0]])
     if fake is None or seen.shape != x_simulated.shape or not torch.equal(seen, x_simulated):
         raise ModelStructureError(
             f"{user} cannot hand the dreamt data to the guide: the model's observed site "
@@ -83,7 +87,7 @@ class ReplayValues(Messenger):
         super().__init__()
         self.values = {name: site["value"] for name, site in trace.nodes.items()}
 
-    def _pyro_sample(self, msg: dict) -> None:
+    def _pyro_sample(self, msg: Message) -> None:
         if msg["name"] in self.values and not msg["is_observed"]:
             msg["value"] = self.values[msg["name"]]
             msg["done"] = True
@@ -98,7 +102,9 @@ def _simulated_input(x: Tensor, x_simulated: Tensor, trace: Trace) -> Tensor | N
     for site in trace.nodes.values():
         if site["type"] == "sample" and site_is_subsample(site):
             idx = site["value"]
-            if x.dim() >= 1 and x.shape[0] == site["fn"].size and x[idx].shape == x_simulated.shape:
+            # a subsample site's fn is pyro's _Subsample (the plate's full size), which Message types as a callable
+            size = site["fn"].size  # type: ignore[attr-defined]
+            if x.dim() >= 1 and x.shape[0] == size and x[idx].shape == x_simulated.shape:
                 fake = x.detach().clone()
                 fake[idx] = x_simulated.to(x.dtype)
                 return fake

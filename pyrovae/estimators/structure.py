@@ -30,12 +30,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import zip_longest
-from typing import Any
+from typing import Any, cast
 
 import torch
-from pyro.distributions import Delta
+from pyro.distributions import Delta, TorchDistribution
 from pyro.poutine.guide import GuideMessenger
 from pyro.poutine.indep_messenger import CondIndepStackFrame
+from pyro.poutine.runtime import InferDict, Message
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
@@ -65,7 +66,32 @@ class Structure:
     uneven: str = ""
 
 
-def counted_guide_sites(guide_trace: Any, guide: Any = None) -> dict[str, dict]:
+# A traced sample site, read with the types it has once it ran: Pyro's Message allows None for a
+# site's name, value and infer dict (unset before it runs) and types its ``fn`` as any callable.
+def site_name(site: Message) -> str:
+    name = site["name"]
+    assert name is not None, "a traced site has a name"
+    return name
+
+
+def site_value(site: Message) -> Tensor:
+    value = site["value"]
+    assert value is not None, f"site {site['name']!r} has no value"
+    return value
+
+
+def site_infer(site: Message) -> InferDict:
+    infer = site["infer"]
+    assert infer is not None, "Pyro gives every site an infer dict"
+    return infer
+
+
+def site_distribution(site: Message) -> TorchDistribution:
+    """The distribution a sample site drew from (or scores its value by)."""
+    return cast(TorchDistribution, site["fn"])
+
+
+def counted_guide_sites(guide_trace: Any, guide: Any = None) -> dict[str, Message]:
     """The guide's sites that enter log q: latents, auxiliary sites and factors (``pyro.factor``
     writes an observed auxiliary site). Enumerated sites are refused. An effect-based guide
     (``GuideMessenger``, e.g. AutoNormalMessenger) runs the model inside itself, so its trace
@@ -86,12 +112,12 @@ def counted_guide_sites(guide_trace: Any, guide: Any = None) -> dict[str, dict]:
     return sites
 
 
-def is_latent(site: dict) -> bool:
+def is_latent(site: Message) -> bool:
     """A guide site the model must sample too: unobserved and not auxiliary."""
-    return not site["is_observed"] and not site["infer"].get("is_auxiliary")
+    return not site["is_observed"] and not site_infer(site).get("is_auxiliary")
 
 
-def counted_model_sites(model_trace: Any) -> dict[str, dict]:
+def counted_model_sites(model_trace: Any) -> dict[str, Message]:
     """The model's sample sites that enter log p: every one but the plates' subsample sites and
     ``pyro.deterministic`` records (masked out, they add nothing, wherever they sit)."""
     return {
@@ -101,14 +127,14 @@ def counted_model_sites(model_trace: Any) -> dict[str, dict]:
     }
 
 
-def _data_frame(site: dict) -> CondIndepStackFrame | None:
+def _data_frame(site: Message) -> CondIndepStackFrame | None:
     for frame in site["cond_indep_stack"]:
         if frame.vectorized and frame.dim == -1 and frame.name != PARTICLE_PLATE:
             return frame
     return None
 
 
-def find_data_plate(model_sites: dict[str, dict], guide_sites: dict[str, dict]) -> CondIndepStackFrame:
+def find_data_plate(model_sites: dict[str, Message], guide_sites: dict[str, Message]) -> CondIndepStackFrame:
     """The data plate: the plate at dim -1 around the model's first observed site (its first site
     when it observes none), checked to enclose every counted site of both."""
     roles = [("model", n, s) for n, s in model_sites.items()] + [("guide", n, s) for n, s in guide_sites.items()]
@@ -123,7 +149,7 @@ def find_data_plate(model_sites: dict[str, dict], guide_sites: dict[str, dict]) 
     return frame
 
 
-def check_in_data_plate(site: dict, role: str, plate: str | None, first: str = "") -> None:
+def check_in_data_plate(site: Message, role: str, plate: str | None, first: str = "") -> None:
     """One site: inside the data plate ``plate`` (by name), no other plate subsampled."""
     name = site["name"]
     frame = _data_frame(site)
@@ -131,7 +157,7 @@ def check_in_data_plate(site: dict, role: str, plate: str | None, first: str = "
         joined = (
             " (an autoguide that joins every latent into one vector, as AutoDiagonalNormal does, couples "
             "the data points: use AutoNormal or AutoNormalMessenger, whose sites stay in the data plate)"
-            if role == "guide" and site["infer"].get("is_auxiliary")
+            if role == "guide" and site_infer(site).get("is_auxiliary")
             else ""
         )
         raise ModelStructureError(
@@ -156,7 +182,7 @@ def check_in_data_plate(site: dict, role: str, plate: str | None, first: str = "
         )
 
 
-def require_density(q_sites: dict[str, dict], user: str, instead: str) -> None:
+def require_density(q_sites: dict[str, Message], user: str, instead: str) -> None:
     """Refuse, in one line, a guide whose log q cannot be evaluated at latent values it did not draw
     itself (``user`` needs that: RWS's sleep phase, annealing from the guide): log q with terms
     from auxiliary sites or factors (autoguides that sample an auxiliary site and map it), or a
@@ -175,10 +201,10 @@ def require_density(q_sites: dict[str, dict], user: str, instead: str) -> None:
             )
 
 
-def check_shapes(model_site: dict, guide_site: dict, nesting: int) -> None:
+def check_shapes(model_site: Message, guide_site: Message, nesting: int) -> None:
     """Model and guide agree on a latent site's event dims and shape (Pyro's
     ``check_model_guide_match``, with the particle plate counted as a plate)."""
-    name, m, g = model_site["name"], model_site["fn"], guide_site["fn"]
+    name, m, g = model_site["name"], site_distribution(model_site), site_distribution(guide_site)
     if m.event_dim != g.event_dim:
         raise ModelStructureError(
             f"model and guide event dims disagree at site {name!r}: {m.event_dim} vs {g.event_dim}; declare "
@@ -221,7 +247,7 @@ def _describe(scale: Scale) -> str:
     return f"{scale:g}" if not isinstance(scale, Tensor) else "a tensor"
 
 
-def read_structure(model_sites: dict[str, dict], guide_sites: dict[str, dict]) -> Structure:
+def read_structure(model_sites: dict[str, Message], guide_sites: dict[str, Message]) -> Structure:
     """The data plate, batch and scales of one draw (see the module docstring); refuses what is
     outside the contract."""
     frame = find_data_plate(model_sites, guide_sites)

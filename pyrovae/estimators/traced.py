@@ -19,6 +19,7 @@ import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
@@ -33,6 +34,10 @@ from .structure import (
     counted_model_sites,
     is_latent,
     read_structure,
+    site_distribution,
+    site_infer,
+    site_name,
+    site_value,
 )
 from .weights import LogWeights, hooked_view
 
@@ -55,13 +60,13 @@ class SubsamplePin(Messenger):
         super().__init__()
         self.indices: dict[str, Tensor] = {}
 
-    def _pyro_sample(self, msg: dict) -> None:
+    def _pyro_sample(self, msg: Message) -> None:
         if site_is_subsample(msg) and msg["value"] is None and msg["name"] in self.indices:
             msg["value"] = self.indices[msg["name"]]
 
-    def _pyro_post_sample(self, msg: dict) -> None:
+    def _pyro_post_sample(self, msg: Message) -> None:
         if site_is_subsample(msg):
-            self.indices.setdefault(msg["name"], msg["value"])
+            self.indices.setdefault(site_name(msg), site_value(msg))
 
 
 def _fork_rng(device_tensors: list[Tensor]) -> Any:
@@ -89,23 +94,23 @@ def guess_max_plate_nesting(model: Callable, guide: Callable, args: tuple, kwarg
         for site in trace.nodes.values()
         if site["type"] == "sample"
         for frame in site["cond_indep_stack"]
-        if frame.vectorized
+        if frame.dim is not None  # vectorized
     ]
     return -min(dims) if dims else 0
 
 
-def site_log_prob(site: dict, nesting: int, scale: Scale | None = None) -> Tensor:
+def site_log_prob(site: Message, nesting: int, scale: Scale | None = None) -> Tensor:
     """Masked log prob of a site, times ``scale`` (a per-site scale relative to the shared one;
     None: unscaled), summed over inner plates: ``[K, B]`` (or size 1)."""
     lp = element_log_prob(site, nesting, scale)  # [K, *inner, B]
     return lp.sum(dim=tuple(range(1, nesting))) if nesting > 1 else lp
 
 
-def element_log_prob(site: dict, nesting: int, scale: Scale | None = None) -> Tensor:
+def element_log_prob(site: Message, nesting: int, scale: Scale | None = None) -> Tensor:
     """:func:`site_log_prob` before the sum over inner plates: ``[K, *inner, B]`` (sizes 1 where
     the site does not extend)."""
     try:
-        lp = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+        lp = site_distribution(site).log_prob(site_value(site), *site["args"], **site["kwargs"])
     except (ValueError, RuntimeError) as e:
         if isinstance(e, torch.OutOfMemoryError):
             raise
@@ -124,7 +129,7 @@ def element_log_prob(site: dict, nesting: int, scale: Scale | None = None) -> Te
     return lp.reshape((1,) * (nesting + 1 - lp.dim()) + lp.shape)  # [K, *inner, B]
 
 
-def check_plate_dims(site: dict, shape: torch.Size, nesting: int) -> None:
+def check_plate_dims(site: Message, shape: torch.Size, nesting: int) -> None:
     """Each batch dim of a site's log prob, right of the particles, is 1 or the size of the plate
     at that dim around the site. A value that lost a plate dim (``y.sum(-2)`` where
     ``y.sum(-2, keepdim=True)`` is meant) lines the particles up with a plate's dim: Pyro computes
@@ -141,23 +146,23 @@ def check_plate_dims(site: dict, shape: torch.Size, nesting: int) -> None:
             )
 
 
-def _values(sites: dict[str, dict], detach: bool, grad_scale: dict | None, nesting: int) -> Trace:
+def _values(sites: dict[str, Message], detach: bool, grad_scale: dict | None, nesting: int) -> Trace:
     """A trace for ``poutine.replay`` holding the values a pass sees."""
     trace = Trace()
     for name, site in sites.items():
-        value = site["value"].detach() if detach else site["value"]
-        value = hooked_view(value, grad_scale, site["fn"].event_dim, nesting)
+        value = site_value(site).detach() if detach else site_value(site)
+        value = hooked_view(value, grad_scale, site_distribution(site).event_dim, nesting)
         trace.add_node(name, type="sample", is_observed=False, value=value, infer=site["infer"])
     return trace
 
 
-def match_latents(model_sites: dict[str, dict], latents: dict[str, dict], nesting: int) -> None:
+def match_latents(model_sites: dict[str, Message], latents: dict[str, Message], nesting: int) -> None:
     """Every unobserved model site is a guide latent and vice versa, with the same shape."""
     for name, site in model_sites.items():
         if site["is_observed"]:
             if name in latents:
                 raise ModelStructureError(f"site {name!r} is sampled by the guide but observed in the model")
-        elif name not in latents and site["infer"].get("enumerate"):
+        elif name not in latents and site_infer(site).get("enumerate"):
             raise ModelStructureError(
                 f"model site {name!r} is enumerated; pyrovae's estimators need every latent sampled by the guide "
                 "(use pyro.infer.TraceEnum_ELBO for enumeration)"
@@ -241,7 +246,7 @@ class TracedLogWeights(LogWeights):
             log_prior.expand(shape),
             log_q.expand(shape),
             self.structure.scale,
-            latents={name: site["value"] for name, site in self._latents.items()},
+            latents={name: site_value(site) for name, site in self._latents.items()},
             log_q_score=sum(score, zero).expand(shape) if score else None,
             log_q_unreparam=sum((self.site_log_q[n] for n in unreparam), zero).expand(shape) if score else None,
             grad_scale=grad_scale,
@@ -252,11 +257,11 @@ class TracedLogWeights(LogWeights):
         """The data plate's size, or for a plate without one, the widest term's last dim."""
         return self.structure.batch if self.structure.batch >= 0 else max(t.shape[-1] for t in terms)
 
-    def _log_prob(self, role: str, site: dict) -> Tensor:
+    def _log_prob(self, role: str, site: Message) -> Tensor:
         scales = self.structure.site_scales
-        return site_log_prob(site, self.nesting, None if scales is None else scales[(role, site["name"])])
+        return site_log_prob(site, self.nesting, None if scales is None else scales[(role, site_name(site))])
 
-    def _model_terms(self, model_sites: dict[str, dict]) -> tuple[Tensor, dict[str, Tensor]]:
+    def _model_terms(self, model_sites: dict[str, Message]) -> tuple[Tensor, dict[str, Tensor]]:
         """log p(x | z) (every observed site, factors included) and each latent site's log p."""
         log_lik: Tensor | None = None
         site_log_p = {}
@@ -296,12 +301,12 @@ class TracedLogWeights(LogWeights):
             direct = direct + self._log_prob("guide", site)
         return self.log_q - direct + direct.detach()
 
-    def _stopped_sites(self) -> dict[str, dict]:
+    def _stopped_sites(self) -> dict[str, Message]:
         """The guide's log-q sites at the detached values, each distribution built from detached
         parents: one site's distribution does not depend on the sample and is reused; with
         several, the guide is replayed at the detached values (on the same data points)."""
         if len(self._q_sites) == 1:
-            return {name: {**site, "value": site["value"].detach()} for name, site in self._q_sites.items()}
+            return {name: {**site, "value": site_value(site).detach()} for name, site in self._q_sites.items()}
         sampled = {name: site for name, site in self._q_sites.items() if not site["is_observed"]}
         with self.pin:
             replayed = poutine.trace(
@@ -334,11 +339,14 @@ class TracedLogWeights(LogWeights):
             try:
                 if not set(model_order[: model_order.index(name)]) <= given:
                     raise NotImplementedError
-                kl = kl_divergence(g["fn"], m["fn"])
+                kl = kl_divergence(site_distribution(g), site_distribution(m))
             except NotImplementedError:
                 total = total + lq - self.site_log_p[name]
                 continue
-            total = total + self._log_prob("guide", {**g, "fn": _Constant(kl), "value": None, "args": (), "kwargs": {}})
+            # the site scored by its KL; Message types fn as a callable, and _Constant stands in for a
+            # distribution (only its log_prob is read, which ignores the value)
+            kl_site: Message = {**g, "fn": _Constant(kl), "args": (), "kwargs": {}}  # type: ignore[typeddict-item]
+            total = total + self._log_prob("guide", kl_site)
         return total
 
     def score_term(self, kl_weight: float | Tensor = 1.0) -> Tensor:
@@ -363,21 +371,21 @@ class TracedLogWeights(LogWeights):
             total = total + (term.sum(dim=inner) if inner else term)
         return total
 
-    def _element_log_prob(self, role: str, site: dict) -> Tensor:
+    def _element_log_prob(self, role: str, site: Message) -> Tensor:
         scales = self.structure.site_scales
-        return element_log_prob(site, self.nesting, None if scales is None else scales[(role, site["name"])])
+        return element_log_prob(site, self.nesting, None if scales is None else scales[(role, site_name(site))])
 
     def non_reparameterized(self) -> list[str]:
-        return [name for name, site in self._q_sites.items() if not site["fn"].has_rsample]
+        return [name for name, site in self._q_sites.items() if not site_distribution(site).has_rsample]
 
     def auxiliary(self) -> list[str]:
         """The guide's log-q sites that are not latents of the model: auxiliary sites, factors."""
         return [name for name in self._q_sites if name not in self._latents]
 
 
-def _plate_dims(site: dict) -> set[int]:
+def _plate_dims(site: Message) -> set[int]:
     """The dims of the vectorized plates around a site, the particles' aside."""
-    return {f.dim for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE}
+    return {f.dim for f in site["cond_indep_stack"] if f.dim is not None and f.name != PARTICLE_PLATE}  # vectorized
 
 
 def _sum_outside(lp: Tensor, keep: set[int], nesting: int) -> Tensor:

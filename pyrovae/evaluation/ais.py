@@ -124,6 +124,10 @@ class _State:
     """The chains at one point of the path: u ``[C, B, D]``, log q0 and log p(x, z) there
     (``[C, B]``, the Jacobian term included) and their gradients in u."""
 
+    ga: Tensor | None  # the gradients of log q0 and log p, or None inside a trajectory
+    gb: Tensor | None
+    g: Tensor | None  # the gradient of log f_beta inside a trajectory, else None
+
     def __init__(self, dens: Densities, u: Tensor, combined: float | None = None) -> None:
         with torch.enable_grad():
             u = u.detach().requires_grad_(True)
@@ -140,6 +144,7 @@ class _State:
     def grad(self, beta: float) -> Tensor:
         if self.g is not None:
             return self.g
+        assert self.ga is not None and self.gb is not None  # a state has g or both of these
         return self.ga + beta * (self.gb - self.ga)
 
     def log_f(self, beta: float) -> Tensor:
@@ -164,6 +169,8 @@ def _hmc(dens: Densities, s: _State, beta: float, eps: Tensor, leapfrogs: int) -
     out = _State.__new__(_State)
     out.u = torch.where(keep, new.u, s.u)
     out.a, out.b = torch.where(accept, new.a, s.a), torch.where(accept, new.b, s.b)
+    # both ends of a transition have both gradients (only states inside the trajectory lack them)
+    assert new.ga is not None and new.gb is not None and s.ga is not None and s.gb is not None
     out.ga, out.gb = torch.where(keep, new.ga, s.ga), torch.where(keep, new.gb, s.gb)
     out.g = None
     return out, log_accept.clamp(max=0.0).exp()
@@ -191,14 +198,15 @@ def anneal(
     """
     num = betas.shape[0] - 1
     chains, batch = start.shape[:2]
-    fixed = isinstance(step_size, Tensor) and step_size.dim() == 2
-    if fixed:
-        eps = step_size[0] if num > 1 else step_size.new_ones(batch)
+    fixed_eps = step_size if isinstance(step_size, Tensor) and step_size.dim() == 2 else None  # [T - 1, B]
+    fixed = fixed_eps is not None
+    if fixed_eps is not None:
+        eps = fixed_eps[0] if num > 1 else fixed_eps.new_ones(batch)
     elif isinstance(step_size, Tensor):
         eps = step_size.to(start)
     else:
         eps = torch.full((batch,), float(step_size), dtype=start.dtype, device=start.device)
-    used = [] if record else None
+    used: list[Tensor] | None = [] if record else None
     log_w = start.new_zeros(chains, batch)
     acc_sum = start.new_zeros(batch)
     state = _State(dens, start)
@@ -206,8 +214,8 @@ def anneal(
     for t in range(1, num + 1):
         log_w = log_w + (b[t] - b[t - 1]) * (state.b - state.a)
         if t < num:
-            if fixed:
-                eps = step_size[t - 1]
+            if fixed_eps is not None:
+                eps = fixed_eps[t - 1]
             if used is not None:
                 used.append(eps)
             state, acc = _hmc(dens, state, b[t], eps, hmc_steps)
@@ -274,7 +282,12 @@ def ais(
     start = time.perf_counter()
     chunks = _chunks(args, kwargs, points_per_chunk)
     betas = beta_schedule(num_steps, schedule)
-    options = {"hmc_steps": hmc_steps, "step_size": step_size, "target_accept": target_accept, "adapt": adapt}
+    options: dict[str, Any] = {
+        "hmc_steps": hmc_steps,
+        "step_size": step_size,
+        "target_accept": target_accept,
+        "adapt": adapt,
+    }
     runs, bar = [], None
     with torch.no_grad():
         for chunk_args, chunk_kwargs in chunks:

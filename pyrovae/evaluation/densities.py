@@ -20,11 +20,13 @@ guide and the model replayed at the given values, every pass on the same data po
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from pyro import poutine
+from pyro.poutine.runtime import InferDict
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
@@ -32,9 +34,9 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import IndependentTransform, Transform, identity_transform
 
 from ..errors import ConfigError, ModelStructureError
-from ..estimators.direct import DirectLogWeights
+from ..estimators.direct import DirectGuide, DirectLogWeights, DirectModel
 from ..estimators.fast_path import fast_path
-from ..estimators.structure import counted_model_sites, find_data_plate, require_density
+from ..estimators.structure import counted_model_sites, find_data_plate, require_density, site_distribution, site_value
 from ..estimators.traced import SubsamplePin, TracedLogWeights, guess_max_plate_nesting, particle_plate, site_log_prob
 
 INITS = ("guide", "prior")
@@ -67,7 +69,7 @@ def _per_point(lp: Tensor, chains: int, batch: int) -> Tensor:
 class Densities(ABC):
     """log q0 and log p(x, z) at flat unconstrained latents ``u [C, B, D]`` (module docstring)."""
 
-    def __init__(self, latents: dict[str, Tensor], supports: dict[str, object], event_dims: dict[str, int]) -> None:
+    def __init__(self, latents: dict[str, Tensor], supports: Mapping[str, object], event_dims: dict[str, int]) -> None:
         sites, offset = [], 0
         chains = batch = 0
         u0 = []
@@ -129,7 +131,7 @@ class DirectDensities(Densities):
     (:class:`~pyrovae.estimators.direct.DirectModel`, ``DirectGuide``): q0 is ``guide.distribution(x)``
     or ``model.prior(B)``, p(x, z) is ``model.log_prob_terms(x, z)``, nothing traced."""
 
-    def __init__(self, model: Callable, guide: Callable, x: Tensor, num_chains: int, init: str) -> None:
+    def __init__(self, model: DirectModel, guide: DirectGuide, x: Tensor, num_chains: int, init: str) -> None:
         self.model, self.x, self.init = model, x, init
         with torch.no_grad():  # the initial distribution's parameters, once: no graph to the nets
             self.q0 = guide.distribution(x) if init == "guide" else model.prior(x.shape[0])
@@ -143,7 +145,7 @@ class DirectDensities(Densities):
         return (self.q0.log_prob(z) if self.init == "guide" else log_prior), log_joint
 
 
-def _value_trace(values: dict[str, Tensor], infer: dict[str, dict]) -> Trace:
+def _value_trace(values: dict[str, Tensor], infer: dict[str, InferDict | None]) -> Trace:
     trace = Trace()
     for name, value in values.items():
         trace.add_node(name, type="sample", is_observed=False, value=value, infer=infer.get(name, {}))
@@ -203,9 +205,9 @@ class TracedDensities(Densities):
         if not sites:
             raise ModelStructureError("the model has no latent site to anneal")
         self.infer = {name: site["infer"] for name, site in sites.items()}
-        latents = {name: site["value"].detach() for name, site in sites.items()}
-        supports = {name: site["fn"].support for name, site in sites.items()}
-        event_dims = {name: site["fn"].event_dim for name, site in sites.items()}
+        latents = {name: site_value(site).detach() for name, site in sites.items()}
+        supports = {name: site_distribution(site).support for name, site in sites.items()}
+        event_dims = {name: site_distribution(site).event_dim for name, site in sites.items()}
         super().__init__(latents, supports, event_dims)
 
     def _replay(self, fn: Callable, latents: dict[str, Tensor]) -> Trace:
@@ -255,7 +257,8 @@ def densities(
     if init not in INITS:
         raise ConfigError(f"unknown initial distribution {init!r}; valid: {', '.join(INITS)}")
     if fast_path(model, guide, args, kwargs) is DirectLogWeights:  # its plate takes no pin
-        return DirectDensities(model, guide, args[0], num_chains, init)
+        # fast_path found the DirectModel and DirectGuide methods on the pair
+        return DirectDensities(cast(DirectModel, model), cast(DirectGuide, guide), args[0], num_chains, init)
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
     return TracedDensities(model, guide, args, kwargs, num_chains, init, max_plate_nesting, pin)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
-
-from torch import nn
+from typing import Any, TypedDict
 
 from ..errors import ConfigError
 from ..likelihoods import Likelihood
@@ -38,6 +36,12 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+class _FlowOptions(TypedDict):
+    flow: str
+    flow_layers: int
+    flow_hidden: tuple[int, ...]
+
+
 @dataclass(frozen=True)
 class Family:
     """The model family keys of a config (see :mod:`pyrovae.config` for each one's meaning)."""
@@ -55,7 +59,8 @@ class Family:
         """The family keys read off any object that has them as attributes (a run's config), lists
         as tuples."""
         keys = {f.name: getattr(values, f.name) for f in fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in keys.items()})
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in keys.items()}
+        return cls(**kwargs)
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -127,11 +132,13 @@ def check_family(cfg: Family, architecture: str = "mlp", z_dim: int = 50) -> Non
 
 def build(
     family: Family, x_dim: int, z_dim: int, likelihood: Likelihood, hidden: Sequence[int], activation: str, name: str
-) -> tuple[nn.Module, nn.Module]:
+) -> tuple[VAEModel | HierarchicalModel, VAEGuide | FlowGuide | HierarchicalGuide]:
     """The (model, guide) pair of ``family``; parameter names start with ``name``."""
     check_family(family, "mlp", z_dim)
     model_name, guide_name = f"{name}.model", f"{name}.guide"
-    flow = {"flow": family.guide, "flow_layers": family.flow_layers, "flow_hidden": family.flow_hidden}
+    flow: _FlowOptions = {"flow": family.guide, "flow_layers": family.flow_layers, "flow_hidden": family.flow_hidden}
+    model: VAEModel | HierarchicalModel
+    guide: VAEGuide | FlowGuide | HierarchicalGuide
     if len(family.latents) > 1 or family.latent != "gaussian":
         latents = family.latents or (z_dim,)
         model = HierarchicalModel(x_dim, latents, likelihood, hidden, activation, family.latent, name=model_name)

@@ -33,6 +33,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from functools import partial
+from typing import cast
 
 import pyro
 import pyro.distributions as dist
@@ -124,7 +125,8 @@ def _made(z_dim: int, context_dim: int, hidden: Sequence[int], param_dims: list[
         context_dim,
         list(hidden),
         param_dims=param_dims,
-        permutation=order.flip(0) if reverse else order,
+        # pyro annotates permutation as the legacy torch.LongTensor type; an int64 Tensor is what it takes
+        permutation=order.flip(0) if reverse else order,  # type: ignore[arg-type]
         nonlinearity=make_activation(act),
     )
 
@@ -216,14 +218,18 @@ class FlowGuide(nn.Module):
     def zero_init(self) -> FlowGuide:
         """Zero every flow net's output layer: each step is then the identity (IAF: m = 0, s = 0;
         spline: equal bins, slopes 1) and q(z | x) the base Gaussian. Returns the guide."""
-        for step in self.flows:
+        for step in self._flow_steps():
             last = step.nn.layers[-1]
             last.weight.zero_()
             last.bias.zero_()
         return self
 
+    def _flow_steps(self) -> list[ConditionalAffineAutoregressive | ConditionalSplineFlow]:
+        """The steps ``__init__`` put in ``self.flows``, typed (an ``nn.ModuleList`` holds plain modules)."""
+        return cast(list[ConditionalAffineAutoregressive | ConditionalSplineFlow], list(self.flows))
+
     def _steps(self, h: Tensor) -> list:
-        return [step.condition(h) for step in self.flows]
+        return [step.condition(h) for step in self._flow_steps()]
 
     def distribution(self, x: Tensor) -> dist.TorchDistribution:
         loc, scale, h = self.encoder(x)  # [B, z_dim], [B, z_dim], [B, context_dim]

@@ -29,6 +29,8 @@ class VAEModel(nn.Module):
     """
 
     max_plate_nesting = 1
+    prior_loc: Tensor  # buffers (register_buffer)
+    prior_scale: Tensor
 
     def __init__(self, decoder: nn.Module, likelihood: Likelihood, z_dim: int, name: str) -> None:
         super().__init__()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 import pyro
 import pyro.distributions as dist
@@ -58,6 +58,15 @@ def _between(hidden: Sequence[int], latent_hidden_layers: int | None) -> int:
     if not isinstance(n, int) or n < 0:
         raise ConfigError(f"latent_hidden_layers must be an integer >= 0, got {latent_hidden_layers!r}")
     return n
+
+
+class _GuideLayer(Protocol):
+    """A layer of the guide: q(z_l | h) is ``layer(h)``, its representative code ``layer.mean(h)``
+    (a :class:`LatentLayer`, or a flow's :class:`~pyrovae.families.FlowLayer`)."""
+
+    def __call__(self, h: Tensor) -> dist.TorchDistribution: ...
+
+    def mean(self, h: Tensor) -> Tensor: ...
 
 
 class LatentLayer(nn.Module):
@@ -110,6 +119,8 @@ class HierarchicalModel(nn.Module):
     """
 
     max_plate_nesting = 1
+    prior_loc: Tensor  # buffers of Gaussian latents (register_buffer)
+    prior_scale: Tensor
 
     def __init__(
         self,
@@ -153,7 +164,9 @@ class HierarchicalModel(nn.Module):
 
     def _anchor(self) -> Tensor:
         """A tensor on the model's device and dtype."""
-        return self.decoder[0].weight
+        first = self.decoder[0]
+        assert isinstance(first, nn.Linear)  # mlp() starts with a linear layer
+        return first.weight
 
     def top_prior(self, batch_size: int) -> dist.TorchDistribution:
         """p(z_L) for ``batch_size`` points: batch ``[B]``, event ``[d_L]``."""
@@ -277,12 +290,16 @@ class HierarchicalGuide(nn.Module):
             q = self.site_distribution(name, x, latents)
             if layer == 1:
                 latents[name] = q.sample((num_samples,))  # [S, B, d_1]
-                out[name] = self.layers[0].mean(self._input(x)) if self._exact(0) else latents[name].mean(0)
+                out[name] = self._layer(0).mean(self._input(x)) if self._exact(0) else latents[name].mean(0)
             else:
                 latents[name] = q.sample()  # [S, B, d_l]
                 parent = latents[self.sites[layer - 2]]
-                out[name] = (self.layers[layer - 1].mean(parent) if self._exact(layer - 1) else latents[name]).mean(0)
+                out[name] = (self._layer(layer - 1).mean(parent) if self._exact(layer - 1) else latents[name]).mean(0)
         return out
+
+    def _layer(self, index: int) -> _GuideLayer:
+        """``layers[index]``, typed (an ``nn.ModuleList`` holds plain modules)."""
+        return cast(_GuideLayer, self.layers[index])
 
     def _exact(self, index: int) -> bool:
         return isinstance(self.layers[index], LatentLayer)
@@ -293,7 +310,7 @@ class HierarchicalGuide(nn.Module):
         each q(z_l | z_{l-1}) at the previous layer's code (probabilities for Bernoulli units)."""
         h = self._input(x)
         out = {}
-        for layer, q in enumerate(self.layers, 1):
-            h = q.mean(h)
+        for layer in range(1, len(self.layers) + 1):
+            h = self._layer(layer - 1).mean(h)
             out[f"z{layer}"] = h
         return out

@@ -57,6 +57,8 @@ class VampPriorModel(VAEModel):
     References: Tomczak & Welling 2018, "VAE with a VampPrior" (AISTATS), eq. 9 and sec. 3.2.
     """
 
+    guide: EncodingGuide  # set with object.__setattr__: not a submodule
+
     def __init__(
         self,
         decoder: nn.Module,

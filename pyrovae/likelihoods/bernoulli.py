@@ -41,7 +41,7 @@ class BernoulliVector(dist.TorchDistribution):
         logits, value = torch.broadcast_tensors(self.logits, value)
         return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
 
-    def sample(self, sample_shape: torch.Size | tuple = ()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
         with torch.no_grad():
             return torch.bernoulli(torch.sigmoid(self.logits).expand(shape))

@@ -73,7 +73,7 @@ class DiscretizedLogistic(dist.TorchDistribution):
         lp = torch.where(value <= 0, F.logsigmoid(a), inner)
         return torch.where(value >= last, F.logsigmoid(-b), lp)
 
-    def sample(self, sample_shape: torch.Size | tuple = ()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
         with torch.no_grad():
             u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device)

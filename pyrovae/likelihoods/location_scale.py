@@ -3,6 +3,7 @@ scale is fixed, learned or predicted (:class:`~pyrovae.likelihoods.scale.Scale`)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import pyro.distributions as dist
@@ -20,7 +21,7 @@ class LocationScaleLikelihood(Likelihood):
     ``min_scale``.
     """
 
-    family: ClassVar[type[dist.TorchDistribution]]
+    family: ClassVar[Callable[..., dist.TorchDistribution]]  # a distribution class taking (loc, scale)
     default_scale: ClassVar[float | str] = 1.0
     default_init_scale: ClassVar[float] = 1.0
 

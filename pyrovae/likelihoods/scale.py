@@ -26,6 +26,8 @@ class Scale(nn.Module):
     started at ``init_scale``; the floor keeps densities bounded on constant pixels.
     """
 
+    fixed: Tensor  # the fixed scale's buffer (register_buffer)
+
     def __init__(self, x_dim: int, scale: float | str, init_scale: float = 1.0, min_scale: float = 1e-3) -> None:
         super().__init__()
         if isinstance(scale, str):

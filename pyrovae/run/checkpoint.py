@@ -25,7 +25,7 @@ from .atomic import write_atomic
 FORMAT = 1
 # what every checkpoint pyrovae writes holds; "train_seconds" and "partial" (an epoch cut short
 # by a signal) may be there too
-REQUIRED = {"epoch": int, "step": int, "model": dict, "optimizer": dict, "rng": dict}
+REQUIRED: dict[str, type] = {"epoch": int, "step": int, "model": dict, "optimizer": dict, "rng": dict}
 # optimizer settings that follow the device, not the run: a resumed run may change device
 IMPLEMENTATION = {"params", "foreach", "fused", "capturable", "differentiable"}
 
@@ -89,7 +89,7 @@ def load(path: str | Path, map_location: str | torch.device | None = "cpu") -> d
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: it is not a whole pyrovae checkpoint")
     for key, kind in REQUIRED.items():
         value = obj[key]
-        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+        if not isinstance(value, kind) or isinstance(value, bool) or (isinstance(value, int) and value < 0):
             raise CheckpointError(f"checkpoint {path}: {key} is {_short(value)}, not {_WORDS[kind]}")
     return obj
 
@@ -193,7 +193,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any], p
 
 
 def restore_scheduler(
-    scheduler: torch.optim.lr_scheduler.LRScheduler, state: Any, epoch: int, name: str, path: str | Path
+    scheduler: torch.optim.lr_scheduler.LambdaLR, state: Any, epoch: int, name: str, path: str | Path
 ) -> None:
     """Put the learning-rate schedule back where the checkpoint left it: after ``epoch`` completed
     epochs. A checkpoint written before schedules existed holds none and fits a constant rate only;

@@ -44,7 +44,7 @@ class Parts:
     vae: VAE
     estimator: pyro.infer.ELBO
     optimizer: torch.optim.Optimizer | None = None
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
 
 
 def assemble(cfg: Config, device: torch.device, *, training: bool = True) -> Parts:
@@ -180,8 +180,11 @@ def _check_numbers(cfg: Config) -> None:
 def _check_estimator_on_family(cfg: Config, estimator: pyro.infer.ELBO, family: Family) -> None:
     """Refuse an estimator the family cannot take: a path-derivative estimator on discrete
     latents, a closed-form KL where the guide or prior has none."""
-    ours = isinstance(estimator, estimators.Estimator)
-    if not family.reparameterized and ours and not estimator.supports_score_function:
+    if (
+        not family.reparameterized
+        and isinstance(estimator, estimators.Estimator)
+        and not estimator.supports_score_function
+    ):
         valid = [n for n in estimators.names() if _takes_score(n, cfg)]
         raise ConfigError(
             f"estimator {cfg.estimator!r} needs reparameterized latents and {family.latent} latents are "

@@ -202,7 +202,7 @@ def _restore_rng(
 ) -> None:
     """This rank's RNG stream; a data-parallel run resumed mid-epoch with another number of
     processes draws new noise for the rest of that epoch (and says so)."""
-    streams = state.get("rng_ranks")  # a data-parallel run's streams, one a rank
+    streams: Any = state.get("rng_ranks")  # a data-parallel run's streams, one a rank (checked below)
     own_stream = ranks.active and isinstance(streams, list) and len(streams) == ranks.world
     checkpoint.set_rng_state(streams[ranks.rank] if own_stream else state["rng"], path)
     if partial is not None and ranks.active and not own_stream:  # another number of processes

@@ -4,6 +4,7 @@ or through torch.compile, and the one line that says which."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pyro
 import torch
@@ -81,7 +82,7 @@ def make_step(estimator: pyro.infer.ELBO, vae: VAE, n: int, compile_mode: str = 
     def loss(x: torch.Tensor) -> torch.Tensor:
         return estimator.objective(vae.model, vae.guide, (x,), {"num_data": n}, kl_weight)
 
-    options = {**INDUCTOR_OPTIONS[compile_mode], "fallback_random": True}
+    options: dict[str, Any] = {**INDUCTOR_OPTIONS[compile_mode], "fallback_random": True}
     compiled = torch.compile(loss, options=options, dynamic=False)
 
     def step(x: torch.Tensor) -> torch.Tensor:
@@ -102,4 +103,5 @@ def eager_step(estimator: pyro.infer.ELBO, vae: VAE, x: torch.Tensor, n: int) ->
     # Pyro's estimators without differentiable_loss (RenyiELBO, ...) run backward themselves,
     # and only when they see param sites: register the VAE's parameters for them.
     with pyro.settings.context(module_local_params=False):
-        return torch.tensor(estimator.loss_and_grads(vae.model, vae.guide, x, num_data=n))
+        # pyro's ELBO base class declares no loss_and_grads; every Pyro estimator defines it
+        return torch.tensor(estimator.loss_and_grads(vae.model, vae.guide, x, num_data=n))  # type: ignore[attr-defined]
