@@ -118,15 +118,15 @@ class Estimator(ELBO):
         for_gradient: bool = True,
     ) -> LogWeights:
         """Draw the particles; ``for_gradient`` adds the gradient machinery the estimator needs."""
-        fast = self.fast_path and fast_path(model, guide, args, kwargs) is not None
+        producer = fast_path(model, guide, args, kwargs) if self.fast_path else None
         w = draw(
             model,
             guide,
             args,
             kwargs,
-            fast=fast,
+            fast=producer or False,
             num_particles=num_particles or self.num_draws,
-            max_plate_nesting=None if fast else self.plate_nesting(model, guide, args, kwargs),
+            max_plate_nesting=None if producer else self.plate_nesting(model, guide, args, kwargs),
             detach_latents=self.detach_latents,
             grad_scale_latents=for_gradient and self.needs_grad_scale,
             one_scale=None if self.carries_site_scales else f"estimator {self.name!r}",

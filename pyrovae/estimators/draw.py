@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .fast_path import fast_path
+from .fast_path import Producer, fast_path
 from .traced import SubsamplePin, TracedLogWeights, guess_max_plate_nesting
 from .weights import LogWeights
 
@@ -17,7 +17,7 @@ def draw(
     *,
     num_particles: int,
     max_plate_nesting: int | None = None,
-    fast: bool = True,
+    fast: bool | Producer = True,
     detach_latents: bool = False,
     grad_scale_latents: bool = False,
     pin: SubsamplePin | None = None,
@@ -26,7 +26,8 @@ def draw(
     """Draw ``num_particles`` particles of the guide and return their :class:`LogWeights`.
 
     Estimators, the log-likelihood and the diagnostics all draw here. ``fast``: take the fast path
-    where :func:`~pyrovae.estimators.fast_path.fast_path` finds one (False: always trace).
+    where :func:`~pyrovae.estimators.fast_path.fast_path` finds one (False: always trace; a producer
+    it found already for this call: use it).
     ``detach_latents``: the model and log q see z with its path to the guide cut (RWS).
     ``grad_scale_latents``: make ``scale_latent_grads`` available (DReG). ``pin``: score the data
     points an earlier traced draw scored (its ``pin``), for plates that draw their own subsample.
@@ -34,7 +35,7 @@ def draw(
     ``poutine.scale`` around part of it); None for a bound linear in the log weights, which
     carries a scale per site.
     """
-    producer = fast_path(model, guide, args, kwargs) if fast else None
+    producer = fast_path(model, guide, args, kwargs) if fast is True else (fast or None)
     if producer is not None:
         return producer(
             model,

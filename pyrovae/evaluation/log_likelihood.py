@@ -71,7 +71,7 @@ def log_likelihood(
         return ais(model, guide, *args, max_plate_nesting=max_plate_nesting, **options, **kwargs).log_likelihood
     if num_samples < 1 or chunk_size < 1:
         raise ConfigError(f"num_samples and chunk_size must be >= 1, got {num_samples} and {chunk_size}")
-    fast = fast_path(model, guide, args, kwargs) is not None
+    fast = fast_path(model, guide, args, kwargs) or False
     if max_plate_nesting is None and not fast:
         max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
     pin = SubsamplePin() if subsample_pin is None else subsample_pin
