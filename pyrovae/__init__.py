@@ -18,10 +18,10 @@ from .errors import (
 from .evaluation import log_likelihood
 from .run import TrainResult, evaluate_run, train
 from .vae import VAE
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "VAE",
     "Config",
     "TrainResult",

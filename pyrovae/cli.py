@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from tqdm.auto import tqdm
 
 from . import data, estimators, families, likelihoods, presets
-from .compare import GridSpec, compare
+from .compare import ComparisonDir, GridSpec, compare
 from .compare.grid import BACKENDS
 from .config import FIELDS, Config, from_dict, parse_value
 from .config import load as load_config
@@ -133,6 +133,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _print_evaluation(e: dict[str, Any]) -> None:
     bpd = e.get("bits_per_dim", {})
+    if "checkpoint" in e:  # which model was scored (under early stopping: best.pt)
+        print(f"scored {e['checkpoint']}, the model of epoch {e['model_epoch']}")
     if "log_likelihood" in e:
         in_bits = f" ({bpd['log_likelihood']:.3f} bits/dim)" if "log_likelihood" in bpd else ""
         print(f"test log-likelihood (IS, K={e['log_likelihood_samples']}): {e['log_likelihood']:.2f} nats{in_bits}")
@@ -178,6 +180,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         args.run_dir, points=args.points, num_samples=args.num_samples, device=args.device, progress=True, **options
     )
     a = r["ais"]
+    print(f"scored {r['checkpoint']}, the model of epoch {r['model_epoch']}")
     print(
         f"test log-likelihood on the first {r['num_points']} test points, AIS ({a['num_steps']} steps, "
         f"{a['num_chains']} chains, {a['hmc_steps']} leapfrog steps, acceptance {r['acceptance']:.2f}): "
@@ -229,7 +232,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.vary:
         overrides["vary"] = {key.replace("-", "_"): [parse_value(v) for v in values] for key, *values in args.vary}
     spec = GridSpec.load(args.config, overrides) if args.config else GridSpec.from_dict(overrides)
-    RunDir(args.out).check_writable(create=True)  # a file in the way or a read-only folder: before any line
+    ComparisonDir(args.out).check_owned()  # a file in the way, a folder not pyrovae's: before any line
     n = len(spec.cells())
     done = []
 

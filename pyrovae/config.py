@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .presets import load_preset
+from .textfile import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -139,8 +142,13 @@ class Config:
 FIELDS = {f.name: f for f in fields(Config)}
 
 
+INT_RANGE = (-(2**63), 2**63 - 1)  # what torch takes (a seed, a count)
+
+
 def _coerce(key: str, value: Any) -> Any:
-    """Check a value's type against the field's default and convert where it is lossless."""
+    """Check a value against the field's default, once, where it is read: its type (converted where
+    that is lossless, an int where a float is wanted), an int within 64 bits, a finite float, text
+    that is valid UTF-8 (a file name from a byte string that is not cannot be written back)."""
     default = getattr(Config(), key)
     if isinstance(default, bool):
         ok = isinstance(value, bool)
@@ -152,12 +160,27 @@ def _coerce(key: str, value: Any) -> Any:
     elif isinstance(default, str):
         ok = isinstance(value, str)
     elif isinstance(default, list):
-        ok = isinstance(value, list) and all(isinstance(v, int) for v in value)
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     else:
         ok = isinstance(value, dict)
     if not ok:
         raise ConfigError(f"config key {key!r} needs a {type(default).__name__}, got {value!r}")
+    _check_value(key, value)
     return value
+
+
+def _check_value(key: str, value: Any) -> None:
+    numbers = value if isinstance(value, list) else [value]
+    for v in numbers:
+        if isinstance(v, int) and not isinstance(v, bool) and not INT_RANGE[0] <= v <= INT_RANGE[1]:
+            raise ConfigError(f"config key {key!r} needs an integer within 64 bits, got {v}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"config key {key!r} needs a finite number, got {v}")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ConfigError(f"config key {key!r} is not valid UTF-8 text: {value!r}") from e
 
 
 def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
@@ -180,11 +203,7 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Read a TOML config file, then apply ``overrides`` (from CLI flags)."""
     path = Path(path)
     try:
-        values = tomllib.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise ConfigError(f"config file {path} does not exist") from e
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
+        values = tomllib.loads(read_text(path, "config file"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
     return from_dict({**values, **(overrides or {})})  # one merge, so a preset sits under both
@@ -198,17 +217,27 @@ def parse_value(text: str) -> Any:
         return text
 
 
+ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and every control character escaped."""
+    return '"' + "".join(ESCAPES.get(c, c if c.isprintable() or c == " " else f"\\u{ord(c):04x}") for c in text) + '"'
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return toml_string(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+        keys = {k: k if BARE_KEY.fullmatch(k) else toml_string(k) for k in value}
+        return "{" + ", ".join(f"{keys[k]} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 

@@ -122,6 +122,12 @@ class Ranks:
 ONE_PROCESS = Ranks()  # one process, no collectives
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of a torchrun launch, or not launched by torchrun: the one
+    that writes, known before any process group is set up."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def from_env(device: torch.device) -> Ranks:
     """The ranks torchrun set up (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` in the environment): the
     process group is initialized here, NCCL for a CUDA ``device`` and gloo otherwise. Without

@@ -74,6 +74,8 @@ def describe(hint: Any) -> str:
         return "one of " + ", ".join(map(repr, args))
     if origin in (list, tuple):
         return f"a list of {describe(args[0])}" if args else "a list"
+    if origin is dict:
+        return f"a table of {describe(args[1])}" if args else "a table"
     return getattr(hint, "__name__", str(hint))
 
 
@@ -104,6 +106,13 @@ def conform(value: Any, hint: Any) -> tuple[bool, Any]:
             return False, value
         results = [conform(v, h) for v, h in zip(value, inner, strict=True)]
         return all(ok for ok, _ in results), origin(out for _, out in results)
+    if origin is dict:
+        if not isinstance(value, dict):
+            return False, value
+        key_hint, value_hint = args if args else (Any, Any)
+        entries = {k: conform(v, value_hint) for k, v in value.items()}
+        ok = all(conform(k, key_hint)[0] for k in value) and all(ok for ok, _ in entries.values())
+        return ok, {k: out for k, (_, out) in entries.items()}
     if hint is type(None):
         return value is None, value
     if hint is bool:

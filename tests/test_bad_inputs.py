@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from pyrovae import cli
+from pyrovae.run.ownership import LOCK, MARKER
 
 TINY = ["--epochs", "1", "--max-steps", "2", "--hidden", "8", "--z-dim", "2", "--eval-num-samples", "0",
         "--batch-size", "500", "--quiet"]  # fmt: skip
@@ -37,7 +38,10 @@ def ws(tmp_path, finished):
     checkpoint), ``afile`` (a plain file) and .npz files, good and bad."""
     shutil.copytree(finished, tmp_path / "run")
     (tmp_path / "early").mkdir()
-    shutil.copy(finished / "config.toml", tmp_path / "early" / "config.toml")
+    for name in ("config.toml", MARKER):  # a run killed before its first checkpoint
+        shutil.copy(finished / name, tmp_path / "early" / name)
+    (tmp_path / "user").mkdir()  # a user's folder, not pyrovae's
+    (tmp_path / "user" / "notes.txt").write_text("a user's notes\n")
     (tmp_path / "afile").write_text("not a folder\n")
     rng = np.random.default_rng(0)
     binary = (rng.uniform(size=(20, 16)) < 0.5).astype(np.float32)
@@ -103,10 +107,73 @@ def _train_sbn(run):
     assert cli.main(argv) == 0
 
 
+def _file(name, content):
+    """Prepare: write ``content`` (text or bytes) to ``name`` in the workspace."""
+    data = content.encode() if isinstance(content, str) else content
+    return lambda ws: (ws / name).write_bytes(data)
+
+
+def _append(name, data):
+    return lambda ws: (ws / name).write_bytes((ws / name).read_bytes() + data)
+
+
+def _edit_config(old, new):
+    def edit(ws):
+        config = ws / "run" / "config.toml"
+        assert old in config.read_text()
+        config.write_text(config.read_text().replace(old, new))
+
+    return edit
+
+
+def _other_runs_checkpoint(ws):
+    assert cli.main(["train", "--out", str(ws / "other"), *TINY]) == 0
+    shutil.copy(ws / "other" / "checkpoint.pt", ws / "run" / "checkpoint.pt")
+
+
+def _replaced_npz(ws):
+    """A run on an .npz file whose values are then replaced (same shapes, same name)."""
+    binary = (np.random.default_rng(1).uniform(size=(20, 16)) < 0.5).astype(np.float32)
+    np.savez(ws / "data.npz", train=binary, test=binary[:5])
+    assert cli.main([*NPZ[:2], str(ws / "npzrun"), *NPZ[4:], str(ws / "data.npz"), *TINY]) == 0
+    np.savez(ws / "data.npz", train=1 - binary, test=binary[:5])
+
+
+def _npz_header(shape):
+    """An .npz whose one array's header claims ``shape`` over a few bytes of data."""
+    import zipfile
+
+    def write(ws):
+        header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}".encode()
+        header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+        body = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(64)
+        with zipfile.ZipFile(ws / "huge.npz", "w") as z:
+            z.writestr("train.npy", body)
+            z.writestr("test.npy", body)
+
+    return write
+
+
+def _npz_objects(ws):
+    np.savez(ws / "objects.npz", train=np.array([Hostile()], dtype=object), test=np.zeros((2, 2)))
+
+
+def _cosine_run(ws):
+    assert cli.main(["train", "--out", str(ws / "cosine"), "--lr-schedule", "cosine", *TINY]) == 0
+
+
+def _scheduler_state(ws):
+    _cosine_run(ws)
+    edit_checkpoint(ws / "cosine" / "checkpoint.pt", lambda s: s["scheduler"].update(last_epoch="one"))
+
+
 RESUME = ["train", "--out", "{ws}/run", "--resume", "--epochs", "2", "--quiet"]
 AIS = ["evaluate", "{ws}/run", "--method", "ais", "--points", "2"]
 EVALUATE = ["evaluate", "{ws}/run", "--num-samples", "2"]
 NPZ = ["train", "--out", "{ws}/new", "--dataset", "npz", "--data-path"]
+NEW = ["train", "--out", "{ws}/new"]
+GRID = ["compare", "--out", "{ws}/cmp", "--config", "{ws}/grid.toml"]
+CMP = ["compare", "--out", "{ws}/cmp", "--estimators", "elbo", "--steps", "2"]
 
 # (id, argv with {ws} for the workspace, what to do to the workspace first, a piece of the line)
 CASES = [
@@ -201,12 +268,84 @@ CASES = [
     ("ais-flag-without-ais", ["evaluate", "{ws}/run", "--points", "3"], None, "--points go with --method ais"),
     ("ais-discrete", ["evaluate", "{ws}/sbn", "--method", "ais", "--points", "2", "--ais-steps", "2"],
      lambda ws: _train_sbn(ws / "sbn"), "latent site 'z1' is discrete"),
+    # numbers: type, range and finiteness, checked where they are read (issue 19)
+    ("grid-epochs-fraction", GRID, _file("grid.toml", "[budget]\nepochs = 1.7\n"),
+     "budget epochs needs an integer >= 1, got 1.7"),
+    ("grid-epochs-inf", GRID, _file("grid.toml", "[budget]\nepochs = inf\n"), "budget"),
+    ("grid-workers-string", GRID, _file("grid.toml", 'workers = "2"\n'),
+     "comparison key 'workers' needs an integer, got '2'"),
+    ("grid-seeds-int", GRID, _file("grid.toml", "seeds = 5\n"), "comparison key 'seeds' needs a list"),
+    ("grid-estimators-int", GRID, _file("grid.toml", "estimators = [1]\n"), "comparison key 'estimators' needs"),
+    ("grid-likelihoods-string", GRID, _file("grid.toml", 'likelihoods = "bernoulli"\n'),
+     "comparison key 'likelihoods' needs a list"),
+    ("grid-seeds-twice", GRID, _file("grid.toml", "seeds = [0, 0]\n"), "seed 0 is listed twice; list each once"),
+    ("grid-snr-epochs", GRID, _file("grid.toml", "snr_epochs = [5]\n[budget]\nepochs = 2\n"),
+     "snr_epochs must be epochs of the run (1 .. 2 with budget epochs), got [5]"),
+    ("grid-psis-points", GRID, _file("grid.toml", "psis_points = 0\n"), "psis_points must be >= 1, got 0"),
+    ("grid-snr-batch", GRID, _file("grid.toml", "snr_batch = 0\n"), "snr_batch must be >= "),
+    ("grid-not-utf8", GRID, _file("grid.toml", b"# caf\xe9\n"), "is not UTF-8"),
+    ("compare-seconds-nan", ["compare", "--out", "{ws}/cmp", "--seconds", "nan"], None, "budget seconds needs"),
+    ("compare-seconds-inf", ["compare", "--out", "{ws}/cmp", "--seconds", "inf"], None, "budget seconds needs"),
+    ("compare-gap-points", [*CMP, "--gap-points", "-3"], None, "gap_points must be >= "),
+    ("compare-snr-draws", [*CMP, "--snr-draws", "0"], None, "snr_draws must be >= "),
+    ("compare-eval-samples", [*CMP, "--eval-num-samples", "0"], None, "eval_num_samples must be >= "),
+    ("adam-eps-inf", [*NEW, "--adam-eps", "inf"], None, "adam_eps"),
+    ("max-seconds-nan", [*NEW, "--max-seconds", "nan"], None, "max_seconds"),
+    ("seed-past-64-bits", [*NEW, "--seed", str(2**64)], None, "seed"),
+    ("num-particles-memory", [*NEW, "--num-particles", "10000000"], None, "memory"),
+    ("z-dim-memory", [*NEW, "--z-dim", "1000000000"], None, "memory"),
+    ("device-meta", [*NEW, "--device", "meta"], None, "device 'meta'"),
+    ("device-xla", [*NEW, "--device", "xla"], None, "device 'xla'"),
+    ("pyro-renyi-alpha-1", [*NEW, "--estimator", "pyro.RenyiELBO", "--estimator-option", "alpha=1"], None, "alpha"),
+    ("pyro-rws-k1", [*NEW, "--estimator", "pyro.ReweightedWakeSleep", "--num-particles", "1"], None, "particles"),
+    ("pyro-trace-k0", [*NEW, "--estimator", "pyro.Trace_ELBO", "--num-particles", "0"], None, "num_particles"),
+    # files: read as UTF-8, hashed or sized before they are parsed
+    ("config-not-utf8", [*NEW, "--config", "{ws}/latin.toml"], _file("latin.toml", b"# caf\xe9\n"), "is not UTF-8"),
+    ("config-dev-zero", [*NEW, "--config", "/dev/zero"], None, "/dev/zero"),
+    ("run-config-not-utf8", RESUME, _append("run/config.toml", b"# \xff\n"), "is not UTF-8"),
+    ("metrics-not-utf8", RESUME, _append("run/metrics.jsonl", b"\xff\n"), "is not UTF-8"),
+    ("data-path-not-utf8", [*NPZ, "{ws}/caf\udce9.npz"], None, "UTF-8"),
+    ("npz-header-huge", [*NPZ, "{ws}/huge.npz"], _npz_header((10**9, 784)), "(1000000000, 784)"),
+    ("npz-objects", [*NPZ, "{ws}/objects.npz"], _npz_objects, "object"),
+    # tracking and Ray: checked with a short timeout before any file is written
+    ("tensorboard-uri-file", [*NEW, "--tracking", "tensorboard", "--tracking-uri", "{ws}/afile"],
+     None, "is a file, not a folder for TensorBoard"),
+    ("mlflow-unreachable", [*NEW, "--tracking", "mlflow", "--tracking-uri", "http://127.0.0.1:1"],
+     None, "cannot reach the MLflow tracking server at http://127.0.0.1:1"),
+    ("ray-unreachable", ["compare", "--out", "{ws}/cmp", "--backend", "ray", "--address", "127.0.0.1:1"],
+     None, "cannot reach the Ray cluster at 127.0.0.1:1"),
+    # a folder that is not pyrovae's, or not of this kind
+    ("out-user-folder", [*NEW[:2], "{ws}/user", *TINY],
+     None, "is a folder pyrovae did not create (it holds notes.txt)"),
+    ("compare-out-user-folder", ["compare", "--out", "{ws}/user", "--estimators", "elbo"],
+     None, "is a folder pyrovae did not create (it holds notes.txt)"),
+    ("compare-out-a-run", ["compare", "--out", "{ws}/run", "--estimators", "elbo"],
+     None, "is a pyrovae run directory, not a comparison directory"),
+    ("evaluate-user-folder", ["evaluate", "{ws}/user"], None, "is not a pyrovae run directory"),
+    # resuming a run that is no longer the one that started
+    ("resume-edited-estimator", RESUME, _edit_config('estimator = "elbo"', 'estimator = "iwae"'),
+     'its config.toml was changed since the run started (estimator "elbo" -> "iwae")'),
+    ("resume-edited-seed", RESUME, _edit_config("seed = 0", "seed = 7"), "(seed 0 -> 7)"),
+    ("evaluate-edited-config", EVALUATE, _edit_config("seed = 0", "seed = 7"), "cannot evaluate"),
+    ("resume-other-checkpoint", RESUME, _other_runs_checkpoint, "its checkpoint.pt belongs to another run"),
+    ("resume-replaced-data", ["train", "--out", "{ws}/npzrun", "--resume", "--epochs", "2", "--quiet"],
+     _replaced_npz, "changed since the run started (another fingerprint)"),
+    ("resume-cosine-more-epochs", ["train", "--out", "{ws}/cosine", "--resume", "--epochs", "3", "--quiet"],
+     _cosine_run, "cosine"),
+    ("ckpt-scheduler-state", ["train", "--out", "{ws}/cosine", "--resume", "--epochs", "1", "--max-steps", "4",
+                              "--quiet"],
+     _scheduler_state, "scheduler"),
 ]  # fmt: skip
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every path under ``root``: a file's bytes, None for a folder."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+    """Every path under ``root``: a file's bytes, None for a folder; the lock file of a folder
+    pyrovae made is left out (each writer puts its PID there), a lock file elsewhere is not."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+        if not (p.name == LOCK and (p.parent / MARKER).is_file())
+    }
 
 
 def one_line(capsys) -> str:

@@ -1,6 +1,6 @@
 """Comparing estimators fairly: one grid, one budget, one report (``pyrovae compare``)."""
 
 from .grid import Cell, EstimatorSpec, GridSpec
-from .runner import compare
+from .runner import ComparisonDir, compare
 
-__all__ = ["Cell", "EstimatorSpec", "GridSpec", "compare"]
+__all__ = ["Cell", "ComparisonDir", "EstimatorSpec", "GridSpec", "compare"]

@@ -17,11 +17,12 @@ from ..diagnostics import amortization_gaps, gradient_snr, importance_diagnostic
 from ..evaluation import ais_against_is, evaluate_model
 from ..evaluation.plots import save_grid
 from ..run import Parts, TrainResult, train
-from ..run.atomic import write_atomic
+from ..run.atomic import json_text, write_atomic
 from ..tracking import open_tracker
 from ..vae import VAE
 
 RESULT_FILE = "result.json"
+SNR_FILE = "snr.jsonl"
 Settings = dict[str, Any]
 
 
@@ -30,8 +31,11 @@ def spread(n: int, count: int, device: torch.device) -> torch.Tensor:
     return torch.linspace(0, n - 1, min(count, n), device=device).round().long()
 
 
-def run_cell(cell_dir: str | Path, config: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Train one cell into ``cell_dir/run`` and write ``cell_dir/result.json``.
+def run_cell(
+    cell_dir: str | Path, config: dict[str, Any], settings: Settings, *, resume: bool = False
+) -> dict[str, Any]:
+    """Train one cell into ``cell_dir/run`` (``resume``: from the checkpoint a stop left) and write
+    ``cell_dir/result.json``.
 
     ``settings``: the grid's diagnostic settings (``eval_num_samples``, ``psis_samples``,
     ``psis_points``, ``snr_draws``, ``snr_batch``, ``snr_epochs``, ``gap_points``, ``gap_steps``,
@@ -41,8 +45,15 @@ def run_cell(cell_dir: str | Path, config: dict[str, Any], settings: Settings) -
     """
     cell_dir = Path(cell_dir)
     start = time.perf_counter()
-    snr_log: list[dict[str, Any]] = []
-    result = train(config, cell_dir / "run", evaluate=False, after_epoch=snr_at_epochs(settings, snr_log))
+    snr_log = read_snr(cell_dir) if resume else []
+    result = train(
+        config,
+        cell_dir / "run",
+        resume=resume,
+        evaluate=False,
+        after_epoch=snr_at_epochs(settings, snr_log, cell_dir / SNR_FILE),
+    )
+    snr_log = [s for s in snr_log if s["epoch"] <= result.metrics[-1]["epoch"]]  # a stop after a measure
     parts = result.parts
     parts.vae.eval()
     with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
@@ -69,18 +80,35 @@ def run_cell(cell_dir: str | Path, config: dict[str, Any], settings: Settings) -
     }
     if result.config.tracking:  # the cell's diagnostics beside its training curves, in the same tracked run
         track(result, out, snr_log)
-    write_atomic(cell_dir / RESULT_FILE, json.dumps(out) + "\n")
+    write_atomic(cell_dir / RESULT_FILE, json_text(out) + "\n")
     return out
 
 
-def snr_at_epochs(settings: Settings, log: list[dict[str, Any]]) -> Callable[..., None]:
-    """The training callback that measures the gradient SNR at the grid's ``snr_epochs``."""
+def snr_at_epochs(settings: Settings, log: list[dict[str, Any]], path: Path) -> Callable[..., None]:
+    """The training callback that measures the gradient SNR at the grid's ``snr_epochs``, each
+    measure kept in ``path`` too, so that a cell resumed after a stop still has the earlier ones."""
 
     def measure(record: dict[str, Any], vae: VAE, estimator: Any, dataset: InMemoryData) -> None:
         if record["epoch"] in settings["snr_epochs"]:
-            log.append({"epoch": record["epoch"], "step": record["step"], **snr(settings, vae, estimator, dataset)})
+            line = {"epoch": record["epoch"], "step": record["step"], **snr(settings, vae, estimator, dataset)}
+            log.append(line)
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json_text(line) + "\n")
 
     return measure
+
+
+def read_snr(cell_dir: Path) -> list[dict[str, Any]]:
+    """The SNR measures a stopped cell took before it stopped (lines torn by a kill skipped)."""
+    path = cell_dir / SNR_FILE
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
 
 
 def snr(settings: Settings, vae: VAE, estimator: Any, dataset: InMemoryData) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,24 @@ from .. import estimators, likelihoods
 from ..config import FIELDS, from_dict, parse_value, toml_value, tomllib
 from ..errors import ConfigError
 from ..evaluation.ais import check_options
+from ..registry import conform, describe
 from ..run import check_config
+from ..textfile import read_text
 from .ray_backend import import_ray
 
 BUDGETS = {"epochs": "epochs", "steps": "max_steps", "seconds": "max_seconds"}
+# the smallest value of each count (SNR needs two draws for a variance; PSIS k-hat 100 samples)
+LOWEST = {
+    "eval_num_samples": 1,
+    "psis_samples": 100,
+    "psis_points": 1,
+    "snr_draws": 2,
+    "snr_batch": 1,
+    "gap_points": 0,
+    "gap_steps": 1,
+    "ais_points": 0,
+    "workers": 1,
+}
 BACKENDS = ("process", "ray")
 # how the grid runs, not what it compares: a comparison directory may resume under other values
 EXECUTION_KEYS = ("workers", "backend", "address", "cell_cpus", "cell_gpus")
@@ -34,6 +49,10 @@ class EstimatorSpec:
 
     @classmethod
     def parse(cls, spec: str | dict[str, Any]) -> EstimatorSpec:
+        if not isinstance(spec, str | dict):
+            raise ConfigError(
+                f"an estimator spec is a string (name[:K[:key=value,...]]) or a table with a name, got {spec!r}"
+            )
         if isinstance(spec, dict):
             spec = dict(spec)
             name = spec.pop("name", None)
@@ -136,15 +155,56 @@ class GridSpec:
     cell_gpus: float = 0.0  # ray: GPUs each cell's task asks for; a fraction lets small cells share one
 
     def __post_init__(self) -> None:
+        """Every value checked once, here, for its type, range and finiteness, and every cell's
+        config built: a bad grid is one line before anything runs."""
+        self._check_types()
+        self._check_numbers()
         self.specs = [EstimatorSpec.parse(e) for e in self.estimators]
         for name in self.likelihoods:
             likelihoods.make(name, x_dim=1)
+        self._check_tables()
+        check_config(from_dict(self.base))
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.backend == "ray":  # a missing extra: one line, before anything is written
+            import_ray()
+        check_options(self.ais_steps, self.ais_chains, self.ais_hmc_steps, 0.05, 0.65, "guide", "sigmoid")
+        self._check_unique()
+        for cell in self.cells():  # every cell's config, now: an impossible combination fails before any run
+            self.cell_config(cell)
+
+    def _check_types(self) -> None:
+        hints = typing.get_type_hints(GridSpec)
+        for f in dataclasses.fields(self):
+            ok, value = conform(getattr(self, f.name), hints[f.name])
+            if not ok:
+                raise ConfigError(
+                    f"comparison key {f.name!r} needs {describe(hints[f.name])}, got {getattr(self, f.name)!r}"
+                )
+            setattr(self, f.name, value)
+
+    def _check_numbers(self) -> None:
         if len(self.budget) != 1 or next(iter(self.budget)) not in BUDGETS:
             raise ConfigError(
                 f"budget needs exactly one of {', '.join(BUDGETS)} (e.g. {{epochs = 30}}), got {self.budget}"
             )
-        if next(iter(self.budget.values())) <= 0:
-            raise ConfigError(f"the budget must be positive, got {self.budget}")
+        unit, amount = next(iter(self.budget.items()))
+        if not amount > 0 or (unit != "seconds" and amount != int(amount)):
+            need = "a number of seconds > 0" if unit == "seconds" else "an integer >= 1"
+            raise ConfigError(f"budget {unit} needs {need}, got {amount:g}")
+        for key, low in LOWEST.items():
+            if getattr(self, key) < low:
+                raise ConfigError(f"{key} must be >= {low}, got {getattr(self, key)}")
+        if not self.cell_cpus > 0 or not self.cell_gpus >= 0:
+            raise ConfigError(f"cell_cpus must be > 0 and cell_gpus >= 0, got {self.cell_cpus} and {self.cell_gpus}")
+        if any(e < 1 for e in self.snr_epochs) or (unit == "epochs" and any(e > amount for e in self.snr_epochs)):
+            raise ConfigError(
+                f"snr_epochs must be epochs of the run (1 .. {amount:g} with budget {unit}), got {self.snr_epochs}"
+            )
+        if not self.estimators or not self.likelihoods or not self.seeds:
+            raise ConfigError("estimators, likelihoods and seeds each need at least one value")
+
+    def _check_tables(self) -> None:
         owned = {
             "estimator",
             "num_particles",
@@ -160,28 +220,21 @@ class GridSpec:
             if clash:
                 raise ConfigError(f"{part} may not set {', '.join(clash)}: the grid and the budget set them")
         for key, values in self.vary.items():
-            if not isinstance(values, list) or not values:
+            if not values:
                 raise ConfigError(f"vary {key!r} needs a non-empty list of values, got {values!r}")
             if len({toml_value(v) for v in values}) != len(values):
                 raise ConfigError(f"vary {key!r} lists a value twice: {values!r}")
-        check_config(from_dict(self.base))
-        if self.psis_samples < 100:
-            raise ConfigError(f"psis_samples must be >= 100, got {self.psis_samples}")
-        if self.workers < 1:
-            raise ConfigError(f"workers must be >= 1, got {self.workers}")
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
-        if self.backend == "ray":  # a missing extra: one line, before anything is written
-            import_ray()
-        if not self.cell_cpus > 0 or not self.cell_gpus >= 0:
-            raise ConfigError(f"cell_cpus must be > 0 and cell_gpus >= 0, got {self.cell_cpus} and {self.cell_gpus}")
-        if not isinstance(self.ais_points, int) or self.ais_points < 0:
-            raise ConfigError(f"ais_points must be an integer >= 0 (0: no AIS), got {self.ais_points!r}")
-        check_options(self.ais_steps, self.ais_chains, self.ais_hmc_steps, 0.05, 0.65, "guide", "sigmoid")
-        if len({c.id for c in self.cells()}) != len(self.cells()):
-            raise ConfigError("two cells of the grid are the same; list each estimator spec once")
-        for cell in self.cells():  # every cell's config, now: an impossible combination fails before any run
-            self.cell_config(cell)
+
+    def _check_unique(self) -> None:
+        lists: list[tuple[str, list[Any]]] = [
+            ("seed", list(self.seeds)),
+            ("likelihood", list(self.likelihoods)),
+            ("estimator spec", [s.label for s in self.specs]),
+        ]
+        for what, values in lists:
+            twice = [v for v in values if values.count(v) > 1]
+            if twice:
+                raise ConfigError(f"{what} {twice[0]!r} is listed twice; list each once")
 
     def variants(self) -> list[tuple[tuple[str, Any], ...]]:
         """Every combination of the ``vary`` axes' values (one empty variant without axes)."""
@@ -240,11 +293,7 @@ class GridSpec:
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> GridSpec:
         try:
-            values = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError as e:
-            raise ConfigError(f"comparison file {path} does not exist") from e
-        except OSError as e:
-            raise ConfigError(f"cannot read comparison file {path}: {e.strerror or e}") from e
+            values = tomllib.loads(read_text(path, "comparison file"))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"comparison file {path} is not valid TOML: {e}") from e
         overrides = dict(overrides or {})

@@ -20,14 +20,14 @@ from ..errors import ConfigError
 from .cell import run_cell
 
 
-def _cell_task(cell_dir: str, config: dict[str, Any], settings: dict[str, Any], threads: int) -> str:
+def _cell_task(cell_dir: str, config: dict[str, Any], settings: dict[str, Any], resume: bool, threads: int) -> str:
     import ray
 
     torch.set_num_threads(threads)
     if not ray.get_gpu_ids() and config.get("device") != "cpu":  # no GPU asked for: none used
         config = {**config, "device": "cpu"}
-    run_cell(cell_dir, config, settings)
-    return settings["cell"]["id"]
+    run_cell(cell_dir, config, settings, resume=resume)
+    return str(settings["cell"]["id"])
 
 
 def import_ray() -> Any:
@@ -39,14 +39,14 @@ def import_ray() -> Any:
 
 
 def run_on_ray(
-    jobs: list[tuple[str, dict[str, Any], dict[str, Any]]],
+    jobs: list[tuple[str, dict[str, Any], dict[str, Any], bool]],
     *,
     address: str = "",
     cpus: float = 1.0,
     gpus: float = 0.0,
     on_done: Callable[[str], None] | None = None,
 ) -> None:
-    """Run ``jobs`` (cell directory, config, settings) as Ray tasks and wait for all of them.
+    """Run ``jobs`` (cell directory, config, settings, resume) as Ray tasks and wait for all of them.
 
     Without ``address`` a fresh local Ray starts (and stops again at the end); with one (``auto``,
     or ``host:port`` of a cluster's head) the driver joins that cluster; a Ray this process has

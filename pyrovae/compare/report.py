@@ -156,7 +156,7 @@ def plot_snr(path: Path, results: list[dict[str, Any]]) -> None:
 def plot_khat(path: Path, results: list[dict[str, Any]]) -> None:
     by_label: dict[str, list[float]] = defaultdict(list)
     for r in results:
-        by_label[r["cell"]["label"]].extend(k for k in r["points"]["khat"] if math.isfinite(k))
+        by_label[r["cell"]["label"]].extend(k for k in r["points"]["khat"] if k is not None and math.isfinite(k))
     n = max(len(by_label), 1)
     cols = min(n, 3)
     fig = _figure(3.2 * cols, 2.6 * math.ceil(n / cols))

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import os
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingInterrupted
+from ..network import check_reachable
 from ..run import RunDir
 from ..run.atomic import write_atomic
+from ..run.ownership import OwnedFolder
 from .cell import RESULT_FILE, run_cell
 from .grid import Cell, GridSpec
 from .ray_backend import run_on_ray
 from .report import write_report
+from .workers import GridInterrupted, Job, interrupted, run_in_processes, stop_on_signals
 
 SPEC_FILE = "comparison.toml"
 
@@ -63,19 +63,21 @@ def _saved_spec(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def _run(cell_dir: str, config: dict[str, Any], settings: dict[str, Any]) -> str:
-    run_cell(cell_dir, config, settings)
-    return settings["cell"]["id"]
+def _run(cell_dir: str, config: dict[str, Any], settings: dict[str, Any], resume: bool) -> str:
+    run_cell(cell_dir, config, settings, resume=resume)
+    return str(settings["cell"]["id"])
 
 
 def _devices(n: int) -> list[str | None]:
     if torch.cuda.is_available() and torch.cuda.device_count() > 1:
         return [f"cuda:{i % torch.cuda.device_count()}" for i in range(n)]
     return [None] * n
+
+
+class ComparisonDir(OwnedFolder):
+    """A comparison's folder (``pyrovae compare --out``): its specification and its cells."""
+
+    KIND = "comparison"
 
 
 def compare(
@@ -85,31 +87,49 @@ def compare(
 
     ``out/comparison.toml`` holds the exact specification; ``out/cells/<id>/`` each cell's run
     directory, sample grid and ``result.json``. A cell counts as done only once its
-    ``result.json`` is written (atomically, last); a cell left half-done by an interruption is
-    removed and run again, so re-running the same command finishes an interrupted comparison.
-    With ``workers > 1`` cells run in that many processes at once (threads split between them;
-    with several GPUs, cells go round-robin over them); with ``backend = "ray"`` each cell is a Ray
+    ``result.json`` is written (atomically, last); a cell a signal or a crash stopped resumes from
+    its checkpoint (one that stopped before its first checkpoint starts again), so re-running the
+    same command finishes an interrupted comparison. The folder is pyrovae's and locked while a
+    comparison runs in it. With ``workers > 1`` cells run in that many processes at once (threads
+    split between them; with several GPUs, cells go round-robin over them), which stop when the
+    comparison stops (:mod:`pyrovae.compare.workers`); with ``backend = "ray"`` each cell is a Ray
     task (:mod:`pyrovae.compare.ray_backend`).
     """
     spec = spec if isinstance(spec, GridSpec) else GridSpec.from_dict(spec)
-    out = Path(out)
-    _claim(out, spec)
-    cells = spec.cells()
-    jobs = _jobs(out, spec, [cell for cell in cells if _todo(out / "cells" / cell.id)])
-    if spec.backend == "ray":
-        run_on_ray(jobs, address=spec.address, cpus=spec.cell_cpus, gpus=spec.cell_gpus, on_done=on_cell)
-    elif spec.workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            on_done(_run(*job), on_cell)
-    else:
-        _run_in_processes(jobs, spec.workers, on_cell)
-    results = [json.loads((out / "cells" / c.id / RESULT_FILE).read_text()) for c in cells]
-    return write_report(out, spec, results)
+    folder = ComparisonDir(out)
+    folder.check_owned()
+    if spec.backend == "ray" and spec.address and spec.address != "auto":
+        check_reachable(spec.address, "Ray cluster")  # before anything is written
+    folder.create()
+    try:
+        _claim(folder.path, spec)
+        cells = spec.cells()
+        plan = [(cell, _prepare(folder / "cells" / cell.id)) for cell in cells]
+        _run_cells(spec, _jobs(folder.path, spec, [(c, resume) for c, resume in plan if resume is not None]), on_cell)
+        results = [json.loads((folder / "cells" / c.id / RESULT_FILE).read_text()) for c in cells]
+        return write_report(folder.path, spec, results)
+    finally:
+        folder.unlock()
+
+
+def _run_cells(spec: GridSpec, jobs: list[Job], on_cell: Callable[[str], None] | None) -> None:
+    try:
+        if spec.backend == "ray":
+            run_on_ray(jobs, address=spec.address, cpus=spec.cell_cpus, gpus=spec.cell_gpus, on_done=on_cell)
+        elif spec.workers == 1 or len(jobs) <= 1:
+            with stop_on_signals():
+                for job in jobs:
+                    on_done(_run(*job), on_cell)
+        else:
+            run_in_processes(_run, jobs, spec.workers, on_cell)
+    except GridInterrupted:
+        raise
+    except TrainingInterrupted as e:  # a cell's training answered the signal: the comparison stops with it
+        raise interrupted(e.signum) from e
 
 
 def _claim(out: Path, spec: GridSpec) -> None:
-    """The comparison directory, holding this specification (one line if it holds another)."""
-    RunDir(out).check_writable(create=True)
+    """The comparison's specification (one line if the folder holds another)."""
     spec_text = spec.to_toml()
     saved = out / SPEC_FILE
     if saved.exists() and saved.read_text() != spec_text and _saved_spec(saved) != spec.identity():
@@ -117,36 +137,28 @@ def _claim(out: Path, spec: GridSpec) -> None:
     write_atomic(saved, spec_text)
 
 
-def _todo(cell_dir: Path) -> bool:
-    """Whether a cell still has to run; a cell an interruption left half-done starts again from nothing."""
+def _prepare(cell_dir: Path) -> bool | None:
+    """None: the cell is done. True: a run a signal or a crash stopped, resumed from its checkpoint.
+    False: a cell to start, cleared of what a stop before its first checkpoint left."""
     if (cell_dir / RESULT_FILE).exists():
-        return False
+        return None
+    if (cell_dir / "run" / RunDir.CHECKPOINT).exists():
+        return True
     if cell_dir.exists():
         shutil.rmtree(cell_dir)
     cell_dir.mkdir(parents=True)
-    return True
+    return False
 
 
-def _jobs(out: Path, spec: GridSpec, todo: list[Cell]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+def _jobs(out: Path, spec: GridSpec, todo: list[tuple[Cell, bool]]) -> list[Job]:
     devices = _devices(len(todo)) if spec.backend == "process" else [None] * len(todo)  # Ray places its own
-    jobs = []
-    for cell, device in zip(todo, devices, strict=True):
+    jobs: list[Job] = []
+    for (cell, resume), device in zip(todo, devices, strict=True):
         config = spec.cell_config(cell)
         if device is not None:
             config["device"] = device
-        jobs.append((str(out / "cells" / cell.id), config, _settings(spec, cell)))
+        jobs.append((str(out / "cells" / cell.id), config, _settings(spec, cell), resume))
     return jobs
-
-
-def _run_in_processes(
-    jobs: list[tuple[str, dict[str, Any], dict[str, Any]]], workers: int, on_cell: Callable[[str], None] | None
-) -> None:
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
-        futures = [pool.submit(_run, *job) for job in jobs]
-        for f in as_completed(futures):
-            on_done(f.result(), on_cell)
 
 
 def on_done(cell_id: str, on_cell: Callable[[str], None] | None) -> None:

@@ -46,14 +46,17 @@ class DataFile:
     sha256: str | None
     content_sha256: str | None = None
     size: int | None = None  # bytes as served, where known (documentation and messages)
+    git_blob: str | None = None  # the git blob id its repository publishes (SHA-1 of "blob <size>\0" + bytes)
+    content_limit: int = 2**31  # bytes a gzipped copy may unpack to while its hash is checked
 
     @property
     def pin_variable(self) -> str:
         """``PYROVAE_SHA256_<NAME>``: ``chardata.mat`` -> ``PYROVAE_SHA256_CHARDATA_MAT``."""
         return "PYROVAE_SHA256_" + re.sub(r"[^A-Z0-9]", "_", self.name.upper())
 
-    def expected_sha256(self, folder: Path) -> str:
-        """The SHA-256 this file must have: pyrovae's, else the user's pin, else one error line."""
+    def expected_sha256(self, folder: Path) -> str | None:
+        """The SHA-256 this file must have: pyrovae's, else the user's pin, else None where the
+        file's git blob id is pinned (then checked instead), else one error line."""
         if self.sha256 is not None:
             return self.sha256
         pinned = os.environ.get(self.pin_variable, "").strip().lower()
@@ -61,6 +64,8 @@ class DataFile:
             return pinned
         if pinned:
             raise DataError(f"{self.pin_variable}={pinned!r} is not a SHA-256 (64 hexadecimal digits)")
+        if self.git_blob is not None:
+            return None
         raise DataError(
             f"no SHA-256 is pinned for {self.name} in this version of pyrovae, so it cannot be verified: "
             f"download it from {self.urls[0]} into {folder}, check it yourself, and pin it with "
@@ -95,7 +100,7 @@ def fetch(dataset: str, files: Sequence[DataFile], folder: Path, progress: bool 
 
 
 def _download_missing(
-    dataset: str, missing: Sequence[DataFile], expected: dict[str, str], folder: Path, progress: bool
+    dataset: str, missing: Sequence[DataFile], expected: dict[str, str | None], folder: Path, progress: bool
 ) -> None:
     unreachable: list[DataFile] = []
     no_network = ""
@@ -106,7 +111,7 @@ def _download_missing(
         problems, network = [], []
         for url in spec.urls:
             try:
-                _download(url, spec.name, expected[spec.name], folder, progress)
+                _download(url, spec, expected[spec.name], folder, progress)
                 break
             except requests.exceptions.SSLError as e:  # a network that answers, wrongly
                 problems.append(f"{url}: SSL error: {_first_line(e)}")
@@ -138,7 +143,7 @@ def _download_missing(
 
 def missing_message(dataset: str, files: Sequence[DataFile], folder: Path, reason: str) -> str:
     """The offline line: each missing file with its SHA-256, where it is served, where to put it."""
-    listed = ", ".join(f"{f.name} (SHA-256 {f.expected_sha256(folder)})" for f in files)
+    listed = ", ".join(f"{f.name} ({_hash_named(f, folder)})" for f in files)
     bases = sorted({f.urls[0].rsplit("/", 1)[0] + "/" for f in files if f.urls})
     if len(bases) == 1:
         where = f" from {bases[0]}"
@@ -148,6 +153,11 @@ def missing_message(dataset: str, files: Sequence[DataFile], folder: Path, reaso
         f"dataset {dataset!r}: {len(files)} file(s) missing in {folder} and no network to download them "
         f"({reason}): {listed}; download them{where} into {folder}, or point data_path at a folder that holds them"
     )
+
+
+def _hash_named(spec: DataFile, folder: Path) -> str:
+    sha256 = spec.expected_sha256(folder)
+    return f"SHA-256 {sha256}" if sha256 is not None else f"git blob {spec.git_blob}"
 
 
 def read_verified(spec: DataFile, folder: Path, gunzip: bool = False) -> bytes:
@@ -163,11 +173,15 @@ def read_verified(spec: DataFile, folder: Path, gunzip: bool = False) -> bytes:
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from e
     actual = hashlib.sha256(raw).hexdigest()
-    if actual != expected:
-        if spec.content_sha256 is not None and raw[:2] == GZIP_MAGIC:
+    if expected is None:  # a git blob id pinned: checked, and the SHA-256 recorded beside the file
+        check_git_blob(spec, raw, folder, actual)
+    elif actual != expected:
+        if spec.content_sha256 is not None and _content_sha256(raw, spec.content_limit) == spec.content_sha256:
+            if not gunzip:
+                return raw
             content = _gunzip(raw)
-            if content is not None and hashlib.sha256(content).hexdigest() == spec.content_sha256:
-                return content if gunzip else raw
+            assert content is not None, "it unpacked while its hash was taken"
+            return content
         also = f" (or {spec.content_sha256} once gunzipped)" if spec.content_sha256 else ""
         size = f", {len(raw)} bytes instead of {spec.size}" if spec.size is not None and len(raw) != spec.size else ""
         raise DataError(
@@ -182,6 +196,48 @@ def read_verified(spec: DataFile, folder: Path, gunzip: bool = False) -> bytes:
     return content
 
 
+def check_git_blob(spec: DataFile, raw: bytes, folder: Path, sha256: str) -> None:
+    """One line unless ``raw`` has the file's pinned git blob id and, from the second load on, the
+    SHA-256 recorded (in ``<name>.sha256`` beside it) when it was first verified."""
+    path = folder / spec.name
+    blob = hashlib.sha1(b"blob %d\x00" % len(raw) + raw).hexdigest()
+    if blob != spec.git_blob:
+        raise DataError(
+            f"{path} has git blob id {blob}, not {spec.git_blob} (its repository's): it is damaged or "
+            "another file; delete it and it will be downloaded again"
+        )
+    record = folder / f"{spec.name}.sha256"
+    if record.exists():
+        recorded = record.read_text(encoding="utf-8", errors="replace").strip()
+        if recorded != sha256:
+            raise DataError(f"{path} has SHA-256 {sha256}, not {recorded} as when it was first verified ({record})")
+        return
+    try:
+        record.write_text(sha256 + "\n", encoding="utf-8")
+    except OSError:
+        pass  # a read-only folder: the git blob id alone is checked
+
+
+def _content_sha256(raw: bytes, limit: int) -> str | None:
+    """The SHA-256 of a gzipped file's content, unpacked a piece at a time and never past ``limit``
+    bytes (a gzip bomb stops there), or None for a file that is not gzip or unpacks past it."""
+    if raw[:2] != GZIP_MAGIC:
+        return None
+    unpack = zlib.decompressobj(wbits=31)
+    digest, size, data = hashlib.sha256(), 0, raw
+    try:
+        while data:
+            piece = unpack.decompress(data, 2**20)
+            size += len(piece)
+            if size > limit:
+                return None
+            digest.update(piece)
+            data = unpack.unconsumed_tail
+    except zlib.error:
+        return None
+    return digest.hexdigest()
+
+
 def _gunzip(raw: bytes) -> bytes | None:
     try:
         return gzip.decompress(raw)
@@ -189,11 +245,21 @@ def _gunzip(raw: bytes) -> bytes | None:
         return None
 
 
-def _download(url: str, name: str, sha256: str, folder: Path, progress: bool) -> None:
+def _download(url: str, spec: DataFile, sha256: str | None, folder: Path, progress: bool) -> None:
+    """``url`` into ``folder``, checked against ``sha256`` by pooch, or (None) against the file's
+    git blob id here, deleted again if it does not match."""
     folder.mkdir(parents=True, exist_ok=True)
     downloader = pooch.HTTPDownloader(progressbar=progress, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+    known = f"sha256:{sha256}" if sha256 is not None else None
     with _pooch_quiet(not progress):
-        pooch.retrieve(url, known_hash=f"sha256:{sha256}", fname=name, path=folder, downloader=downloader)
+        pooch.retrieve(url, known_hash=known, fname=spec.name, path=folder, downloader=downloader)
+    if sha256 is None:
+        raw = (folder / spec.name).read_bytes()
+        try:
+            check_git_blob(spec, raw, folder, hashlib.sha256(raw).hexdigest())
+        except DataError:
+            (folder / spec.name).unlink(missing_ok=True)
+            raise
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,16 @@ class Images:
                 raise DataError(f"{self.source}: {name} has shape {a.shape}; it needs [N, {self.x_dim}]")
             if self.pixels == "8bit" and a.dtype != np.uint8:
                 raise DataError(f"{self.source}: {name} holds {a.dtype}; 8-bit pixels are uint8")
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the values of every part (train, test, validation, labels) and their
+        shapes and types: two data sets with the same fingerprint hold the same numbers."""
+        digest = hashlib.sha256(f"{self.pixels} {self.image_shape}".encode())
+        for a in (self.train, self.test, self.valid, self.train_labels, self.test_labels, self.valid_labels):
+            if a is not None:
+                digest.update(f"{a.dtype} {a.shape}".encode())
+                digest.update(np.ascontiguousarray(a).data)
+        return digest.hexdigest()
 
     @property
     def x_dim(self) -> int:

@@ -6,11 +6,49 @@ import math
 import zipfile
 import zlib
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from ..errors import DataError
 from .images import Images
+
+
+def check_headers(path: Path) -> None:
+    """Read each array's header before its data: an array of Python objects (which only unpickling
+    could read, and pyrovae never unpickles a data file) or a shape larger than the bytes the file
+    holds is one line, before anything is allocated."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                with z.open(info) as member:
+                    _check_header(path, info, member)
+    except DataError:
+        raise
+    except FileNotFoundError as e:
+        raise DataError(f"cannot read {path}: it does not exist") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"cannot read {path}: not an .npz file ({(str(e).splitlines() or [''])[0]})") from e
+
+
+def _check_header(path: Path, info: zipfile.ZipInfo, member: IO[bytes]) -> None:
+    name = info.filename.removesuffix(".npy")
+    version = np.lib.format.read_magic(member)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise DataError(f"{path}: array {name!r} is in .npy format {version}, which pyrovae does not read")
+    shape, _, dtype = readers[version](member)
+    if dtype.hasobject:
+        raise DataError(
+            f"{path}: array {name!r} holds Python objects (pickled); pyrovae reads numbers only and "
+            "never unpickles a data file"
+        )
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > info.file_size:
+        raise DataError(
+            f"{path}: array {name!r} claims shape {shape} of {dtype} ({claimed:,} bytes), but the file "
+            f"holds {info.file_size:,}: it is damaged or not what it says"
+        )
 
 
 def load_npz(path: str | Path | None) -> Images:
@@ -21,8 +59,9 @@ def load_npz(path: str | Path | None) -> Images:
     if path is None:
         raise DataError("dataset 'npz' needs data_path, the .npz file to read")
     path = Path(path)
+    check_headers(path)
     try:
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -11,19 +11,9 @@ from typing import Any
 import pyro.infer
 
 from ..errors import ConfigError
-from . import (  # noqa: F401 - each import registers its estimator
-    analytic_elbo,
-    ciwae,
-    dreg,
-    elbo,
-    iwae,
-    miwae,
-    piwae,
-    renyi,
-    rws,
-    stl,
-    vimco,
-)
+
+# each import registers its estimator
+from . import analytic_elbo, ciwae, dreg, elbo, iwae, miwae, piwae, renyi, rws, stl, vimco  # noqa: F401
 from .analytic_elbo import AnalyticELBO
 from .base import REGISTRY, Estimator, path_surrogate, scaled_sum
 from .direct import DirectGuide, DirectLogWeights, DirectModel
@@ -57,6 +47,7 @@ __all__ = [
 
 
 PYRO_PREFIX = "pyro."
+PYRO_WITHOUT_LOSS = ("TraceTailAdaptive_ELBO",)
 
 
 def make(name: str, **options: Any) -> pyro.infer.ELBO:
@@ -82,11 +73,19 @@ def _make_pyro(cls_name: str, options: dict[str, Any]) -> pyro.infer.ELBO:
             if isinstance(getattr(pyro.infer, n), type) and issubclass(getattr(pyro.infer, n), pyro.infer.ELBO)
         )
         raise ConfigError(f"pyro.infer has no ELBO {cls_name!r}; valid: {', '.join(valid)}")
+    if cls_name in PYRO_WITHOUT_LOSS:
+        raise ConfigError(
+            f"pyro.infer.{cls_name} has no loss to report (Pyro implements only its gradient); "
+            "use another of Pyro's ELBOs or pyrovae's"
+        )
+    k = options.get("num_particles", 1)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ConfigError(f"pyro.infer.{cls_name}: num_particles must be an integer >= 1, got {k!r}")
     options = {"vectorize_particles": True, "max_plate_nesting": 1, **options}
     try:
         return cls(**options)
-    except TypeError as e:
-        raise ConfigError(f"pyro.infer.{cls_name}: {e}") from e
+    except (TypeError, ValueError, AssertionError) as e:  # Pyro's own checks of its options
+        raise ConfigError(f"pyro.infer.{cls_name}: {str(e).strip().splitlines()[0]}") from e
 
 
 def names() -> list[str]:

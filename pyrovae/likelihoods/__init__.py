@@ -8,14 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import (  # noqa: F401 - each import registers its likelihood
-    bernoulli,
-    continuous_bernoulli,
-    discretized_logistic,
-    gaussian,
-    laplace,
-    poisson,
-)
+# each import registers its likelihood
+from . import bernoulli, continuous_bernoulli, discretized_logistic, gaussian, laplace, poisson  # noqa: F401
 from .base import REGISTRY, Likelihood
 
 __all__ = ["Likelihood", "make", "names", "options"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sys
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..textfile import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,10 +30,7 @@ def load_preset(name: str) -> dict[str, Any]:
     if name in names():
         text, where = resources.files(__package__).joinpath(f"{name}.toml").read_text(), f"preset {name!r}"
     elif name.endswith(".toml"):
-        try:
-            text, where = Path(name).read_text(), f"preset file {name}"
-        except OSError as e:
-            raise ConfigError(f"cannot read preset file {name}: {e.strerror or e}") from e
+        text, where = read_text(name, "preset file"), f"preset file {name}"
     else:
         raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(names())}, or a .toml file of config keys")
     try:

@@ -4,11 +4,13 @@ pyrovae writes in a run or comparison directory (configs, metrics, results, chec
 from __future__ import annotations
 
 import glob
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 TMP_SUFFIX = ".tmp"
 
@@ -28,10 +30,28 @@ def write_atomic(path: str | Path, data: str | bytes | Callable[[IO[bytes]], Non
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:  # say which file (a full disk names none)
+            e.filename = str(path)
         raise
     _sync_folder(path.parent)
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """``obj`` as strict JSON: a number that is not finite (a NaN bound, an infinite k-hat) is
+    written as null, never as the ``NaN`` that JSON readers refuse."""
+    return json.dumps(_finite(obj), indent=indent, allow_nan=False)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _sync_folder(folder: Path) -> None:

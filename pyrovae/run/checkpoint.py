@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 import pickle
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from .atomic import write_atomic
 
 FORMAT = 1
@@ -57,8 +58,14 @@ def set_rng_state(state: dict[str, Any], path: str | Path = "the checkpoint") ->
 
 
 def save(obj: dict[str, Any], path: str | Path) -> None:
-    """Write ``obj`` to ``path`` atomically: the old file stays whole until the rename."""
-    write_atomic(path, lambda f: torch.save({"format": FORMAT, **obj}, f))
+    """Write ``obj`` to ``path`` atomically: the old file stays whole until the rename. A write
+    that fails (a full disk) is one line that names the file; the previous checkpoint is kept."""
+    try:
+        write_atomic(path, lambda f: torch.save({"format": FORMAT, **obj}, f))
+    except RuntimeError as e:  # torch's writer reports a failed write this way ("unexpected pos ...")
+        full = shutil.disk_usage(Path(path).parent).free < 2**20
+        why = "the disk is full" if full else _first_line(e)
+        raise CheckpointError(f"cannot write the checkpoint {path}: {why}; the previous one is intact") from e
 
 
 def load(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
@@ -207,6 +214,16 @@ def restore_scheduler(
     own = scheduler.state_dict()
     if not isinstance(state, dict) or state.get("last_epoch") != epoch:
         raise CheckpointError(f"checkpoint {path}: its learning-rate schedule is not at epoch {epoch}")
+    for key, value in own.items():  # each entry of the type the schedule keeps there (the step reads them)
+        saved = state.get(key)
+        same = type(saved) is type(value)
+        if same and isinstance(saved, list) and isinstance(value, list):
+            same = all(type(a) is type(b) for a, b in zip(saved, value, strict=False))
+        if key in state and not same:
+            raise CheckpointError(
+                f"checkpoint {path}: its learning-rate schedule's {key} is {_short(saved)}, "
+                f"not {type(value).__name__} as a schedule keeps it"
+            )
     if state.get("base_lrs") != own["base_lrs"]:
         raise CheckpointError(
             f"checkpoint {path}: its schedule starts at lr {_short(state.get('base_lrs'))}, "
@@ -220,6 +237,11 @@ def restore_scheduler(
     due = [base * fn(epoch) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
     now = [group["lr"] for group in scheduler.optimizer.param_groups]
     if any(not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15) for a, b in zip(now, due, strict=True)):
+        if name == "cosine":  # its length is the run's epochs: another --epochs is another schedule
+            raise ConfigError(
+                f"lr_schedule 'cosine' decays to 0 over the run's epochs, so resuming with another number of "
+                f"epochs would change the rate of every epoch after {epoch}; resume with the run's own --epochs"
+            )
         raise CheckpointError(
             f"checkpoint {path}: its optimizer's learning rate {now[0]!r} is not its schedule's "
             f"{due[0]!r} after epoch {epoch}"

@@ -9,6 +9,9 @@
     evaluation.json    the evaluation of the model the run reports
     ais.json           ``pyrovae evaluate --method ais``
     samples.png, reconstructions.png
+    identity.json      what defines the run: its config, its data's fingerprint, pyrovae's version
+    .pyrovae           the marker: pyrovae made this folder (:mod:`~pyrovae.run.ownership`)
+    .pyrovae-lock      the lock the process writing here holds
 
 Nothing else in pyrovae names these files.
 """
@@ -16,33 +19,23 @@ Nothing else in pyrovae names these files.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..config import Config, to_toml
 from ..config import load as load_config
-from ..errors import ConfigError
-from .atomic import remove_partial, write_atomic
+from ..textfile import read_text
+from .atomic import json_text, remove_partial, write_atomic
+from .ownership import PROBE_PREFIX, OwnedFolder
 
-PROBE_PREFIX = ".pyrovae-write-test-"  # the probe file of check_writable
 
-
-class RunDir:
+class RunDir(OwnedFolder):
     """The folder of one run (``pyrovae train --out``) and the files in it."""
 
     CONFIG, CHECKPOINT, BEST, METRICS = "config.toml", "checkpoint.pt", "best.pt", "metrics.jsonl"
     EVALUATION, AIS, SAMPLES, RECONSTRUCTIONS = "evaluation.json", "ais.json", "samples.png", "reconstructions.png"
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
+    IDENTITY = "identity.json"
+    KIND = "run"
 
     @property
     def config(self) -> Path:
@@ -60,29 +53,6 @@ class RunDir:
     def metrics(self) -> Path:
         return self.path / self.METRICS
 
-    # -- checks ------------------------------------------------------------------------------------
-    def check_not_a_file(self) -> None:
-        """One line if the run directory or a folder above it is a file."""
-        for p in (self.path, *self.path.parents):
-            if p.is_dir():
-                return
-            if p.exists() or p.is_symlink():
-                raise ConfigError(f"cannot use {self.path} as a run directory: {p} is a file, not a folder")
-
-    def check_writable(self, *, create: bool = False) -> None:
-        """One line unless files can be written here: a file where it or a parent should be, a
-        read-only folder or file system. ``create`` makes it first. A probe file is written and
-        removed, so what is checked is what the run will do."""
-        self.check_not_a_file()
-        try:
-            if create:
-                self.path.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=self.path, prefix=PROBE_PREFIX, suffix=".tmp")
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as e:
-            raise ConfigError(f"cannot write in the run directory {self.path}: {e.strerror or e}") from e
-
     def remove_partial_files(self) -> None:
         """The temporary files a kill mid-write left here (the finished files are whole)."""
         for name in (self.CHECKPOINT, self.BEST, self.CONFIG, self.METRICS, self.EVALUATION, self.AIS):
@@ -98,7 +68,7 @@ class RunDir:
         write_atomic(self.config, to_toml(cfg))
 
     def write_json(self, name: str, obj: Any) -> Path:
-        write_atomic(self.path / name, json.dumps(obj, indent=2) + "\n")
+        write_atomic(self.path / name, json_text(obj, indent=2) + "\n")
         return self.path / name
 
     def read_metrics(self, last_epoch: int | None = None) -> list[dict[str, Any]]:
@@ -106,7 +76,7 @@ class RunDir:
         if not self.metrics.exists():
             return []
         out = []
-        for line in self.metrics.read_text().splitlines():
+        for line in read_text(self.metrics, f"the metrics log of {self}").splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
@@ -117,8 +87,8 @@ class RunDir:
         return out
 
     def write_metrics(self, records: list[dict[str, Any]]) -> None:
-        write_atomic(self.metrics, "".join(json.dumps(r) + "\n" for r in records))
+        write_atomic(self.metrics, "".join(json_text(r) + "\n" for r in records))
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with self.metrics.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json_text(record) + "\n")

@@ -3,6 +3,7 @@ beside IS in ``ais.json`` (``pyrovae evaluate``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 import pyro
 import torch
 
+from ..config import Config
 from ..distributed import ONE_PROCESS, Ranks
 from ..errors import ConfigError
 from ..evaluation import ais_against_is, bits_per_dim, evaluate_model
@@ -18,6 +20,7 @@ from ..evaluation.plots import grid, interleave, save_image
 from ..tracking import Tracker
 from . import checkpoint
 from .directory import RunDir
+from .identity import check_same_run, read_identity
 from .parts import Parts, assemble, check_config, resolve_device
 
 NUM_GRID = 64
@@ -28,7 +31,7 @@ def evaluate_parts(
     parts: Parts,
     num_samples: int | None = None,
     progress: bool = False,
-    model_epoch: int | None = None,
+    scored: Scored | None = None,
     tracker: Tracker | None = None,
     step: int = 0,
     ranks: Ranks = ONE_PROCESS,
@@ -38,7 +41,8 @@ def evaluate_parts(
 
     The test points go ``eval_batch_size`` at a time and the particles ``eval_chunk_size`` at a
     time, so memory is bounded by their product whatever the test set's size; ``progress`` shows a
-    bar over the points; ``model_epoch`` (the epoch of the model scored) goes into the result;
+    bar over the points; ``scored`` (which checkpoint the model came from, and its epoch) goes into
+    the result;
     ``tracker`` gets the numbers and both grids at ``step``. Under data parallelism (``ranks``)
     each rank scores its shard of the test points, the values are gathered, and rank 0 writes the
     files. For 8-bit data the result also gives ``bits_per_dim``: each bound and the
@@ -62,8 +66,8 @@ def evaluate_parts(
             ranks=ranks,
         )
     result = {"estimator": cfg.estimator, "likelihood": cfg.likelihood, **result}
-    if model_epoch is not None:  # the epoch whose model this is (early stopping: the best one)
-        result["model_epoch"] = model_epoch
+    if scored is not None:  # the model scored: its checkpoint and epoch (early stopping: the best)
+        result["checkpoint"], result["model_epoch"] = scored.checkpoint, scored.epoch
     if dataset.kind == "counts":  # 8-bit levels: the convention is bits per dimension
         result["bits_per_dim"] = in_bits(result, dataset.images.x_dim, ("log_likelihood", "elbo", "iwae_bound"))
     if not ranks.is_main:
@@ -96,29 +100,58 @@ def image_grids(parts: Parts) -> dict[str, np.ndarray]:
     }
 
 
-def load_run(run_dir: str | Path, device: str | None = None) -> tuple[RunDir, Parts]:
-    """A run directory and its parts, the model at the checkpoint (in eval mode)."""
+@dataclass(frozen=True)
+class Scored:
+    """Which model of a run is scored: its checkpoint's file name and the model's epoch."""
+
+    checkpoint: str
+    epoch: int
+
+
+def reported_checkpoint(run: RunDir, cfg: Config) -> str:
+    """The checkpoint whose model the run reports: under early stopping ``best.pt`` (the best
+    validation bound's, the one training evaluated), else ``checkpoint.pt``."""
+    return run.BEST if cfg.patience and run.best.exists() else run.CHECKPOINT
+
+
+def load_run(run_dir: str | Path, device: str | None = None) -> tuple[RunDir, Parts, Scored]:
+    """A run directory (locked: release it with ``run.unlock()``), its parts with the model the
+    run reports (in eval mode), and which model that is. The run's config, data and checkpoint are
+    checked against its identity first."""
     run = RunDir(run_dir)
     if not run.config.exists():
         raise ConfigError(f"{run} is not a pyrovae run directory (no {run.CONFIG})")
     run.check_writable()  # evaluation writes its results there
-    cfg = check_config(run.read_config())
-    dev = resolve_device(device or cfg.device)
-    state = checkpoint.load(run.checkpoint, map_location=dev)
-    parts = assemble(cfg, dev, training=False)
-    checkpoint.restore(parts.vae, state["model"], run.checkpoint)
+    run.lock()
+    try:
+        cfg = check_config(run.read_config())
+        dev = resolve_device(device or cfg.device)
+        scored = reported_checkpoint(run, cfg)
+        state = checkpoint.load(run / scored, map_location=dev)
+        parts = assemble(cfg, dev, training=False)
+        identity = read_identity(run)
+        if identity is not None:
+            check_same_run(run, identity, cfg, parts.images, state.get("run_id"), action="evaluate")
+        checkpoint.restore(parts.vae, state["model"], run / scored)
+    except BaseException:
+        run.unlock()
+        raise
     parts.vae.eval()
-    return run, parts
+    return run, parts, Scored(scored, state["epoch"])
 
 
 def evaluate_run(
     run_dir: str | Path, num_samples: int | None = None, device: str | None = None, progress: bool = False
 ) -> dict[str, Any]:
-    """Load a run directory's config and checkpoint and evaluate it (see :func:`evaluate_parts`)."""
+    """Load a run directory's config and the checkpoint it reports and evaluate it (see
+    :func:`evaluate_parts`); the result names the checkpoint and the model's epoch."""
     if num_samples is not None and num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
-    run, parts = load_run(run_dir, device)
-    return evaluate_parts(run, parts, num_samples, progress)
+    run, parts, scored = load_run(run_dir, device)
+    try:
+        return evaluate_parts(run, parts, num_samples, progress, scored=scored)
+    finally:
+        run.unlock()
 
 
 def evaluate_run_ais(
@@ -148,7 +181,22 @@ def evaluate_run_ais(
             **ais_options,
         }
     )
-    run, parts = load_run(run_dir, device)
+    run, parts, scored = load_run(run_dir, device)
+    try:
+        return _ais_of_run(run, parts, scored, points, num_samples, progress, ais_options)
+    finally:
+        run.unlock()
+
+
+def _ais_of_run(
+    run: RunDir,
+    parts: Parts,
+    scored: Scored,
+    points: int | None,
+    num_samples: int | None,
+    progress: bool,
+    ais_options: dict[str, Any],
+) -> dict[str, Any]:
     cfg, dataset = parts.config, parts.dataset
     n = dataset.num_test if points is None else min(points, dataset.num_test)
     k = num_samples or cfg.eval_num_samples or 5000
@@ -161,6 +209,7 @@ def evaluate_run_ais(
         progress=progress,
         **ais_options,
     )
+    result["checkpoint"], result["model_epoch"] = scored.checkpoint, scored.epoch
     if dataset.kind == "counts":
         result["bits_per_dim"] = in_bits(result, dataset.images.x_dim, ("log_likelihood_ais", "log_likelihood_is"))
     run.write_json(run.AIS, result)

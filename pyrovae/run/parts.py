@@ -17,6 +17,7 @@ from ..families import FLOWS, GUIDES, LATENTS, PRIORS, Family, check_family
 from ..networks import ACTIVATIONS
 from ..vae import ARCHITECTURES, VAE
 from . import schedules
+from .memory import check_memory
 from .step import COMPILE_MODES
 
 # Pyro's ELBOs whose loss is a sum over data points, so that shard gradients add up to the global one
@@ -52,6 +53,8 @@ def assemble(cfg: Config, device: torch.device, *, training: bool = True) -> Par
     weights' initialization draws from it first)."""
     torch.manual_seed(cfg.seed)
     images = load_images(cfg)
+    num_params = likelihoods.make(cfg.likelihood, x_dim=1, **cfg.likelihood_options).num_params
+    check_memory(cfg, images.x_dim, num_params, device)  # sizes that cannot fit: before allocating
     vae = build_vae(cfg, images).to(device)
     dataset = data.InMemoryData(images, vae.likelihood, cfg.binarization, device, cfg.seed)
     parts = Parts(cfg, device, images, dataset, vae, make_estimator(cfg))
@@ -99,6 +102,9 @@ def make_optimizer(cfg: Config, vae: VAE, device: torch.device) -> torch.optim.O
     )
 
 
+DEVICE_TYPES = ("cpu", "cuda")  # where pyrovae trains; torch knows more (meta, xla, ...) that it does not
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -106,8 +112,12 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError as e:
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from e
+    if device.type not in DEVICE_TYPES:
+        raise ConfigError(f"device {name!r} is not one pyrovae trains on; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for, but CUDA is not available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
     return device
 
 

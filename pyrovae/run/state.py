@@ -14,31 +14,23 @@ from ..errors import CheckpointError, ConfigError
 from . import checkpoint
 from .directory import RunDir
 from .early_stopping import EarlyStopping
+from .identity import RESUMABLE, check_same_run
 from .parts import Parts, check_config
 
-# Settings a resumed run may change; everything else must match the run's own config.
-RESUMABLE = {
-    "epochs",
-    "max_steps",
-    "max_seconds",
-    "device",
-    "log_every",
-    "compile",
-    "eval_num_samples",
-    "eval_chunk_size",
-    "eval_batch_size",
-    "tracking",
-    "tracking_uri",
-}
 Notice = Any  # Callable[[str], None] | None
+
+
+def check_no_run(run: RunDir) -> None:
+    """One line if ``run`` holds a run with a checkpoint (a new run would replace it)."""
+    if run.checkpoint.exists():
+        raise ConfigError(f"{run} already holds a run; resume it (--resume) or choose another --out")
 
 
 def resolve_config(config: Config | dict[str, Any] | None, run: RunDir, resume: bool) -> tuple[Config, list[str]]:
     """The run's config, checked, and for a resumed run the settings it changes ("epochs 2 -> 5")."""
     given = from_dict(config) if isinstance(config, dict) else config
     if not resume:
-        if run.checkpoint.exists():
-            raise ConfigError(f"{run} already holds a run; resume it (--resume) or choose another --out")
+        check_no_run(run)
         return check_config(given or Config()), []
     if not run.config.exists():
         raise ConfigError(f"cannot resume: {run} holds no run (no {run.CONFIG}); start one without --resume")
@@ -141,13 +133,15 @@ def state_dict(
     progress: Progress,
     ranks: distributed.Ranks,
     stopper: EarlyStopping | None,
+    run_id: str,
     partial: PartialEpoch | None = None,
 ) -> dict[str, Any]:
-    """Everything a checkpoint holds: the model, optimizer and schedule, where the run is, the RNG
-    streams, early stopping, and (mid-epoch) the epoch cut short."""
+    """Everything a checkpoint holds: the run's id, the model, optimizer and schedule, where the run
+    is, the RNG streams, early stopping, and (mid-epoch) the epoch cut short."""
     assert parts.optimizer is not None and parts.scheduler is not None
     epoch = progress.epoch - 1 if partial is not None else progress.epoch  # mid-epoch: the last whole one
     state = {
+        "run_id": run_id,
         "epoch": epoch,
         "step": progress.step,
         "train_seconds": progress.train_seconds,
@@ -164,13 +158,21 @@ def state_dict(
 
 
 def restore(
-    parts: Parts, run: RunDir, ranks: distributed.Ranks, stopper: EarlyStopping | None, notice: Notice
+    parts: Parts,
+    run: RunDir,
+    ranks: distributed.Ranks,
+    stopper: EarlyStopping | None,
+    notice: Notice,
+    identity: dict[str, Any] | None,
 ) -> Progress:
     """The run's state from its checkpoint, into ``parts`` and ``stopper``: everything is checked
-    before the RNG state, the last thing restored."""
+    (the run's config file, data and checkpoint against its ``identity``; None for a run written
+    before pyrovae recorded one) before the RNG state, the last thing restored."""
     cfg, path, device = parts.config, run.checkpoint, parts.device
     assert parts.optimizer is not None and parts.scheduler is not None
     state = checkpoint.load(path, map_location=device)
+    if identity is not None:
+        check_same_run(run, identity, cfg, parts.images, state.get("run_id"))
     checkpoint.restore(parts.vae, state["model"], path)
     checkpoint.restore_optimizer(parts.optimizer, state["optimizer"], path)
     epoch, step = state["epoch"], state["step"]

@@ -27,10 +27,11 @@ from ..vae import VAE
 from . import checkpoint
 from .directory import RunDir
 from .early_stopping import EarlyStopping
-from .evaluate import evaluate_parts
+from .evaluate import Scored, evaluate_parts
+from .identity import new_identity, read_identity, write_identity
 from .parts import Parts, assemble, check_data_parallel, resolve_device
 from .signals import StopSignals, interrupted
-from .state import PartialEpoch, Progress, resolve_config, restore, state_dict
+from .state import PartialEpoch, Progress, check_no_run, resolve_config, restore, state_dict
 from .step import make_step, step_path
 
 AfterEpoch = Callable[[dict[str, Any], VAE, pyro.infer.ELBO, InMemoryData], None]
@@ -88,15 +89,18 @@ def train(
     resuming from it gives the same numbers as a run never stopped.
     """
     run = RunDir(out)
-    run.check_not_a_file()
-    cfg, changes = resolve_config(config, run, resume)
-    device = resolve_device(cfg.device)
-    tracking.check(cfg.tracking)  # a missing extra: one line, before anything is written
-    ranks = distributed.from_env(device)  # launched by torchrun: this process's rank
-    if ranks.active and device.type == "cuda":
-        device = torch.device("cuda", ranks.local_rank)
-    hooks = Hooks(progress, on_epoch, after_epoch, notice) if ranks.is_main else Hooks(after_epoch=after_epoch)
+    run.check_owned()  # a folder pyrovae did not make: one line, before anything is read
+    ranks = distributed.ONE_PROCESS
     try:
+        if distributed.is_main_process() and run.path.is_dir():
+            run.lock()  # no other writer, from before anything of the run is read
+        cfg, changes = resolve_config(config, run, resume)
+        device = resolve_device(cfg.device)
+        tracking.check(cfg.tracking, cfg.tracking_uri)  # a missing extra, a server out of reach: before any write
+        ranks = distributed.from_env(device)  # launched by torchrun: this process's rank
+        if ranks.active and device.type == "cuda":
+            device = torch.device("cuda", ranks.local_rank)
+        hooks = Hooks(progress, on_epoch, after_epoch, notice) if ranks.is_main else Hooks(after_epoch=after_epoch)
         training = Training.start(cfg, run, device, ranks, resume, changes, hooks)
         try:
             with training:
@@ -105,6 +109,7 @@ def train(
         finally:
             training.tracker.close()
     finally:
+        run.unlock()
         distributed.shutdown(ranks)
 
 
@@ -137,9 +142,10 @@ class Training:
         progress: Progress,
         stopper: EarlyStopping | None,
         hooks: Hooks,
+        run_id: str,
     ) -> None:
         self.parts, self.cfg, self.run, self.ranks = parts, parts.config, run, ranks
-        self.progress, self.stopper, self.hooks = progress, stopper, hooks
+        self.progress, self.stopper, self.hooks, self.run_id = progress, stopper, hooks, run_id
         self.resumed = bool(progress.step or progress.epoch or progress.metrics or progress.partial)
         self.n = parts.dataset.num_train
         self.steps_per_epoch = -(-self.n // self.cfg.batch_size)
@@ -147,7 +153,10 @@ class Training:
         self.tracker: tracking.Tracker = tracking.NullTracker()
         self.signals = StopSignals()
         self.last_good = progress.epoch
-        self.stopped = bool(self.cfg.max_steps and progress.step >= self.cfg.max_steps)  # a resume with none left
+        # a resumed run may have no budget left
+        self.stopped = bool(self.cfg.max_steps and progress.step >= self.cfg.max_steps) or bool(
+            self.cfg.max_seconds and progress.train_seconds >= self.cfg.max_seconds
+        )
         total = self.cfg.epochs * self.steps_per_epoch
         total = min(total, self.cfg.max_steps) if self.cfg.max_steps else total
         self.bar = tqdm(total=total, initial=progress.step, disable=not hooks.progress, unit="step", dynamic_ncols=True)
@@ -174,15 +183,23 @@ class Training:
                 "validation set: hold some training points out with validation = N"
             )
         stopper = EarlyStopping(cfg.patience) if cfg.patience else None
-        progress = restore(parts, run, ranks, stopper, hooks.notice) if resume else Progress()
-        training = cls(parts, run, ranks, progress, stopper, hooks)
+        identity = read_identity(run) if resume else None
+        progress = restore(parts, run, ranks, stopper, hooks.notice, identity) if resume else Progress()
+        if identity is None:  # a new run, or one written before pyrovae recorded what defines a run
+            identity = new_identity(cfg, parts.images)
+            if resume and hooks.notice is not None:
+                hooks.notice(f"{run} has no {run.IDENTITY} (an older pyrovae wrote it): recording it now")
+        training = cls(parts, run, ranks, progress, stopper, hooks, identity["run_id"])
         training.resumed = resume
-        if ranks.is_main:  # the first write: the run directory, cleared of what a kill mid-write left
-            run.check_writable(create=True)
+        if ranks.is_main:  # the first write: the run directory, made, locked, marked as pyrovae's
+            run.create()
+            if not resume:  # checked again under the lock: another process may have run here since
+                check_no_run(run)
             run.remove_partial_files()
         training.announce(resume, changes)
         if ranks.is_main:
             run.write_config(cfg)
+            write_identity(run, identity)
             run.write_metrics(progress.metrics)
             training.tracker = tracking.open_tracker(cfg.tracking, run.path, uri=cfg.tracking_uri, resume=resume)
             training.tracker.log_config(cfg.to_dict(), run.config.read_text())
@@ -374,12 +391,12 @@ class Training:
 
     def save_checkpoint(self, best: bool) -> None:
         if self.ranks.is_main:
-            state = state_dict(self.parts, self.progress, self.ranks, self.stopper)
+            state = state_dict(self.parts, self.progress, self.ranks, self.stopper, self.run_id)
             if best:  # the model early stopping will evaluate
                 checkpoint.save(state, self.run.best)
             checkpoint.save(state, self.run.checkpoint)
         else:
-            state_dict(self.parts, self.progress, self.ranks, self.stopper)  # every rank joins the RNG gather
+            state_dict(self.parts, self.progress, self.ranks, self.stopper, self.run_id)  # every rank: the RNG gather
         self.last_good = self.progress.epoch
 
     def save_mid_epoch(self, epoch: Epoch, signum: int) -> None:
@@ -388,7 +405,7 @@ class Training:
         self.check_finite(total.item(), "")
         self.progress.train_seconds += time.perf_counter() - epoch.start
         cut = PartialEpoch(epoch.order, epoch.batches_done, epoch.seen, total, objective, epoch.elapsed())
-        state = state_dict(self.parts, self.progress, self.ranks, None, cut)
+        state = state_dict(self.parts, self.progress, self.ranks, None, self.run_id, cut)
         if self.ranks.is_main:
             checkpoint.save(state, self.run.checkpoint)
         self.ranks.barrier()
@@ -429,18 +446,18 @@ class Training:
     def finish(self, evaluate: bool) -> TrainResult:
         """Evaluate the model the run reports (under early stopping, the best one)."""
         self.ranks.barrier()  # rank 0's checkpoints are written
-        epoch = self.progress.epoch
+        scored = Scored(self.run.CHECKPOINT, self.progress.epoch)
         if self.stopper is not None and self.stopper.best_epoch:
             best = checkpoint.load(self.run.best, map_location=self.parts.device)["model"]
             checkpoint.restore(self.parts.vae, best, self.run.best)
-            epoch = self.stopper.best_epoch
+            scored = Scored(self.run.BEST, self.stopper.best_epoch)
         evaluation = None
         if evaluate and self.cfg.eval_num_samples > 0:
             evaluation = evaluate_parts(
                 self.run,
                 self.parts,
                 progress=self.hooks.progress,
-                model_epoch=epoch,
+                scored=scored,
                 tracker=self.tracker,
                 step=self.progress.epoch,
                 ranks=self.ranks,

@@ -12,6 +12,7 @@ import importlib.util
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..network import check_reachable
 from .base import NullTracker, Tracker
 from .mlflow import MLflowTracker
 from .tensorboard import TensorBoardTracker
@@ -20,14 +21,21 @@ TRACKERS = ("", "tensorboard", "mlflow")
 EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}  # name: (module, extra)
 
 
-def check(name: str) -> None:
-    """One line unless ``name`` is a tracker whose package is installed."""
+def check(name: str, uri: str = "") -> None:
+    """One line unless ``name`` is a tracker whose package is installed and ``uri`` a place it can
+    write to: a folder (not a file) for TensorBoard; for MLflow, a server that answers within a few
+    seconds (checked before the run writes anything)."""
     if name not in TRACKERS:
         raise ConfigError(f'unknown tracking {name!r}; valid: none (""), {", ".join(t for t in TRACKERS if t)}')
-    if name:
-        module, extra = EXTRAS[name]
-        if importlib.util.find_spec(module) is None:
-            raise ConfigError(f'tracking = "{name}" needs {module}, an optional extra: pip install "pyrovae[{extra}]"')
+    if not name:
+        return
+    module, extra = EXTRAS[name]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f'tracking = "{name}" needs {module}, an optional extra: pip install "pyrovae[{extra}]"')
+    if name == "tensorboard" and uri and (Path(uri).is_file() or Path(uri).is_symlink() and not Path(uri).exists()):
+        raise ConfigError(f"tracking_uri {uri} is a file, not a folder for TensorBoard's event files")
+    if name == "mlflow" and uri.startswith(("http://", "https://")):
+        check_reachable(uri, "MLflow tracking server", default_port=443 if uri.startswith("https") else 80)
 
 
 def open_tracker(

@@ -17,7 +17,8 @@ RUN_ID_FILE = "mlflow_run_id"
 class MLflowTracker(Tracker):
     """Logs to the MLflow tracking URI ``uri`` in ``experiment``; by default a local one inside the run
     directory: the database ``<run>/mlflow/mlflow.db`` (MLflow's SQLite store; its plain-folder store
-    is retired) with artifacts under ``<run>/mlflow/artifacts``. The MLflow run's id is kept in
+    is retired) with artifacts under ``<run>/mlflow/artifacts``, where they also go for a database
+    URI the user gives (a tracking server keeps them where it says). The MLflow run's id is kept in
     ``<run>/mlflow_run_id``, so a resumed pyrovae run (and a comparison cell's diagnostics after
     training) log to the same MLflow run."""
 
@@ -25,7 +26,8 @@ class MLflowTracker(Tracker):
         from mlflow.tracking import MlflowClient
 
         local = (run_dir / "mlflow").resolve()
-        if not uri:
+        server = uri.startswith(("http://", "https://"))  # a server keeps the artifacts where it says
+        if not server:
             local.mkdir(exist_ok=True)
         self.uri = uri or f"sqlite:///{local / 'mlflow.db'}"
         self.client = MlflowClient(tracking_uri=self.uri)
@@ -35,7 +37,7 @@ class MLflowTracker(Tracker):
             self.client.update_run(self.run_id, status="RUNNING")
         else:
             found = self.client.get_experiment_by_name(experiment)
-            artifacts = None if uri else (local / "artifacts").as_uri()
+            artifacts = None if server else (local / "artifacts").as_uri()  # never ./mlruns in the working folder
             exp_id = found.experiment_id if found else self.client.create_experiment(experiment, artifacts)
             self.run_id = self.client.create_run(exp_id, run_name=run_dir.name).info.run_id
             id_file.write_text(self.run_id + "\n")

@@ -103,3 +103,35 @@ def test_an_unpinned_file_is_refused_until_its_hash_is_pinned(tmp_path, monkeypa
     (tmp_path / "chardata.mat").write_bytes(b"matlab, changed")
     with pytest.raises(DataError, match="chardata.mat has SHA-256 .*delete it"):
         read_verified(spec, tmp_path)
+
+
+def test_a_gzip_bomb_is_refused_by_its_hash_before_it_is_unpacked(tmp_path, monkeypatch):
+    """A gzipped file whose bytes do not match is unpacked only a piece at a time for its content
+    hash, and never past its limit: a bomb (100 MiB of zeros in 100 KiB) stops at the limit."""
+    write_gzip(tmp_path / "a.gz", bytes(100 * 2**20), level=9)
+    assert (tmp_path / "a.gz").stat().st_size < 2**20
+    spec = DataFile("a.gz", (), "0" * 64, hashlib.sha256(b"the real content").hexdigest(), content_limit=2**20)
+
+    def whole(*a, **k):
+        raise AssertionError("decompressed whole before its hash was checked")
+
+    monkeypatch.setattr(gzip, "decompress", whole)
+    with pytest.raises(DataError, match="has SHA-256 .* not 0{64} \\(or .* once gunzipped\\)"):
+        read_verified(spec, tmp_path, gunzip=True)
+
+
+def test_a_pinned_git_blob_id_is_checked_and_the_sha256_recorded(tmp_path):
+    """The id git gives a file (SHA-1 of "blob <size>\\0" + bytes; ``git hash-object``), checked at
+    every load, and the SHA-256 of the first verified load recorded beside the file and checked after."""
+    (tmp_path / "a.txt").write_bytes(b"hello\n")
+    spec = DataFile("a.txt", (), None, git_blob="ce013625030ba8dba906f756967f9e9ca394464a")  # git's id of "hello\n"
+    assert read_verified(spec, tmp_path) == b"hello\n"
+    record = tmp_path / "a.txt.sha256"
+    assert record.read_text().strip() == hashlib.sha256(b"hello\n").hexdigest()
+    assert read_verified(spec, tmp_path) == b"hello\n"
+    record.write_text("0" * 64 + "\n")
+    with pytest.raises(DataError, match="has SHA-256 .*, not 0{64} as when it was first verified"):
+        read_verified(spec, tmp_path)
+    (tmp_path / "a.txt").write_bytes(b"hellO\n")
+    with pytest.raises(DataError, match="has git blob id [0-9a-f]{40}, not ce0136.*delete it"):
+        read_verified(spec, tmp_path)

@@ -7,6 +7,7 @@ import torch
 
 from pyrovae import DataError, likelihoods
 from pyrovae.data import InMemoryData, load
+from pyrovae.data.omniglot import FILE
 
 from .fakes import letter_l, sha256, write_chardata
 
@@ -20,9 +21,12 @@ def chardata(tmp_path):
     return tmp_path, train, test
 
 
-def test_refused_until_pinned_then_upright_grey_levels(chardata, monkeypatch):
+def test_checked_against_burdas_git_blob_id_or_a_users_pin(chardata, monkeypatch):
+    """pyrovae pins the blob id yburda/iwae publishes for datasets/OMNIGLOT/chardata.mat; another
+    file is refused unless the user pins its SHA-256 (then it is checked against that)."""
     path, train, test = chardata
-    with pytest.raises(DataError, match="^no SHA-256 is pinned for chardata.mat") as e:
+    assert FILE.git_blob == "016a3536ffe5e1d38e42563a18d7a78bfaf643ec" and FILE.sha256 is None
+    with pytest.raises(DataError, match="chardata.mat has git blob id [0-9a-f]{40}, not 016a3536") as e:
         load("omniglot", path=path)
     assert "\n" not in str(e.value)
     monkeypatch.setenv("PYROVAE_SHA256_CHARDATA_MAT", sha256(path / "chardata.mat"))
@@ -47,3 +51,12 @@ def test_grey_levels_are_drawn_for_bernoulli_and_refused_as_counts(chardata, mon
     refused = r"holds grey levels in \[0, 1\], not 8-bit levels: likelihood 'discretized_logistic' models counts"
     with pytest.raises(DataError, match=refused + " 0..255; use one of bernoulli"):
         InMemoryData(images, likelihoods.make("discretized_logistic", x_dim=784))
+
+
+def test_a_pinned_file_that_is_not_chardata_is_one_line(tmp_path, monkeypatch):
+    """A user's pin on garbage: the hash matches, the parse fails, in one line naming the file."""
+    (tmp_path / "chardata.mat").write_bytes(b"MATLAB 5.0 MAT-file" + bytes(200))
+    monkeypatch.setenv("PYROVAE_SHA256_CHARDATA_MAT", sha256(tmp_path / "chardata.mat"))
+    with pytest.raises(DataError) as e:
+        load("omniglot", path=tmp_path)
+    assert "chardata.mat" in str(e.value) and "\n" not in str(e.value), e.value
