@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from tqdm.auto import tqdm
 
 from . import data, estimators, families, likelihoods, presets
-from .compare import ComparisonDir, GridSpec, compare
+from .compare import GridSpec, compare
 from .compare.grid import BACKENDS
 from .config import FIELDS, Config, from_dict, parse_value
 from .config import load as load_config
@@ -232,16 +232,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.vary:
         overrides["vary"] = {key.replace("-", "_"): [parse_value(v) for v in values] for key, *values in args.vary}
     spec = GridSpec.load(args.config, overrides) if args.config else GridSpec.from_dict(overrides)
-    ComparisonDir(args.out).check_owned()  # a file in the way, a folder not pyrovae's: before any line
-    n = len(spec.cells())
     done = []
+
+    def start(n: int) -> None:
+        print(f"comparison: {n} cells in {args.out}", flush=True)
 
     def report(cell_id: str) -> None:
         done.append(cell_id)
         print(f"[{len(done)}] cell {cell_id} done", flush=True)
 
-    print(f"comparison: {n} cells in {args.out}", flush=True)
-    result = compare(spec, args.out, on_cell=report)
+    result = compare(spec, args.out, on_cell=report, on_start=start)
     print(f"report: {result['report']}")
     return 0
 

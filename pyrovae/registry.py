@@ -67,6 +67,8 @@ def describe(hint: Any) -> str:
     """An annotation in words: ``float | str | None`` -> "a number (float) or a string (str)"."""
     if hint in _WORDS:
         return _WORDS[hint]
+    if hint is Any:
+        return "values"
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(describe(a) for a in args if a is not type(None))

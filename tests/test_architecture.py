@@ -146,7 +146,7 @@ def problems(root: Path) -> list[str]:
             )
         if imp.in_function and not imp.target.startswith(OPTIONAL_EXTRAS):
             out.append(f"import inside a function: {imp.source}:{imp.line} imports {imp.target}")
-        private = [n for n in imp.names if n.startswith("_") and n != "__future__"]
+        private = [n for n in imp.names if n.startswith("_") and not n.endswith("__")]
         other_package = ours and imp.target.split(".")[:2] != imp.source.split(".")[:2]
         if private and other_package:
             out.append(

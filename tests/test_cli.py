@@ -74,4 +74,3 @@ def test_list_names_every_likelihood_estimator_family_dataset_and_preset(capsys)
     assert "  renyi                  options: num_particles, alpha, " in out  # each name with its options
     assert "datasets: cifar10, digits, fashion_mnist, mnist, mnist_static, npz, omniglot\n" in out
     assert "presets: burda2016-1layer, cifar10-conv, rainforth2018 (or a .toml file of config keys)\n" in out
-

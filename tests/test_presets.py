@@ -49,7 +49,7 @@ def test_every_shipped_preset_is_a_valid_config():
 @pytest.mark.parametrize(
     "preset, message",
     [("burda2017", "unknown preset 'burda2017'; valid: burda2016-1layer, cifar10-conv, rainforth2018"),
-     ("missing.toml", "cannot read preset file missing.toml")],
+     ("missing.toml", "preset file missing.toml does not exist")],
 )  # fmt: skip
 def test_a_bad_preset_is_one_clear_error(preset, message):
     with pytest.raises(ConfigError, match=message):

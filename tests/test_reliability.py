@@ -7,6 +7,7 @@ The lock a process holds is read from the folder's ``.pyrovae-lock`` (the holder
 tested with ``flock``: a held lock is one a live process has.
 """
 
+import contextlib
 import fcntl
 import json
 import os
@@ -93,7 +94,8 @@ def stopped():
 
     yield stop
     for pid in pids:
-        os.kill(pid, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):  # the test may have killed it
+            os.kill(pid, signal.SIGCONT)
 
 
 @pytest.fixture
@@ -180,18 +182,29 @@ def _resumed_on_rerun(args: list, monkeypatch) -> dict[str, bool | None]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, flock, PR_SET_PDEATHSIG")
 class TestAGridStops:
-    def _grid(self, out: Path, seeds: list[int]) -> tuple[list, list[Path]]:
-        args = ["compare", "--out", out, "--estimators", "elbo", "iwae:2", "--seeds", *seeds, "--steps", "4000",
+    STEPS = 3000  # some seconds of training a cell: time to signal it mid-run
+
+    def _grid(self, out: Path, estimators: list[str], seeds: list[int]) -> tuple[list, list[Path]]:
+        args = ["compare", "--out", out, "--estimators", *estimators, "--seeds", *seeds, "--steps", self.STEPS,
                 "--workers", "2", *CELL]  # fmt: skip
-        runs = [out / "cells" / f"{e}-bernoulli-seed{s}" / "run" for s in seeds for e in ("elbo_K1", "iwae_K2")]
+        # in the grid's order (estimator, then seed): with two workers the first two start, the rest wait
+        names = {"elbo": "elbo_K1", "iwae:2": "iwae_K2"}
+        runs = [out / "cells" / f"{names[e]}-bernoulli-seed{s}" / "run" for e in estimators for s in seeds]
         return args, runs
+
+    @staticmethod
+    def _training(proc: subprocess.Popen, runs: list[Path]) -> None:
+        """Until each run's process holds its lock and has logged its first epoch."""
+        training = lambda: all(holder(r) and (r / "metrics.jsonl").exists() for r in runs)  # noqa: E731
+        wait_for(lambda: training() or proc.poll() is not None, what="cells past their first epoch")
+        assert proc.poll() is None, finish(proc)
 
     def test_its_cells_die_with_a_killed_parent_and_the_next_compare_resumes_them(self, tmp_path, reap, monkeypatch):
         out = tmp_path / "grid"
-        args, runs = self._grid(out, [0])
+        args, runs = self._grid(out, ["elbo", "iwae:2"], [0])
         proc = start(*args)
         reap(proc)
-        wait_for(lambda: all(holder(r) for r in runs) or proc.poll() is not None, what="both cells training")
+        self._training(proc, runs)
         workers = [holder(r) for r in runs]
         assert proc.pid not in workers and len(set(workers)) == 2  # two cell processes, both the grid's
         os.kill(proc.pid, signal.SIGKILL)  # the parent alone: its cells must follow it
@@ -202,15 +215,15 @@ class TestAGridStops:
         assert _resumed_on_rerun(args, monkeypatch) == {r.parent.name: True for r in runs}
         for r in runs:  # resumed to the budget, one stream of epochs
             metrics = [json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines()]
-            assert metrics[-1]["step"] == 4000 and [m["epoch"] for m in metrics] == list(range(len(metrics)))
+            assert metrics[-1]["step"] == self.STEPS and [m["epoch"] for m in metrics] == list(range(len(metrics)))
         assert (out / "report.md").exists()
 
     def test_ctrl_c_stops_the_running_and_the_queued_cells_and_exits(self, tmp_path, reap, monkeypatch):
         out = tmp_path / "grid"
-        args, runs = self._grid(out, [0, 1])  # four cells, two workers: two run, two wait
+        args, runs = self._grid(out, ["elbo"], [0, 1, 2])  # three cells, two workers: two run, one waits
         proc = start(*args)
         reap(proc)
-        wait_for(lambda: all(holder(r) for r in runs[:2]) or proc.poll() is not None, what="two cells training")
+        self._training(proc, runs[:2])
         workers = [holder(r) for r in runs[:2]]
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole process group
         code, err = finish(proc, timeout=120)

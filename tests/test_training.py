@@ -242,7 +242,8 @@ def test_the_next_start_clears_what_a_kill_mid_save_left(tmp_path):
     for path in left:
         path.write_bytes(b"partial bytes")
     train({**TINY, "epochs": 2}, tmp_path, resume=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "config.toml", "metrics.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".pyrovae", ".pyrovae-lock", "checkpoint.pt", "config.toml",
+                                                          "identity.json", "metrics.jsonl"]  # fmt: skip
 
 
 def test_resume_says_what_it_changed(tmp_path, capsys):

@@ -51,7 +51,8 @@ class EstimatorSpec:
     def parse(cls, spec: str | dict[str, Any]) -> EstimatorSpec:
         if not isinstance(spec, str | dict):
             raise ConfigError(
-                f"an estimator spec is a string (name[:K[:key=value,...]]) or a table with a name, got {spec!r}"
+                "comparison key 'estimators' needs strings (name[:K[:key=value,...]]) or tables with a name, "
+                f"got {spec!r}"
             )
         if isinstance(spec, dict):
             spec = dict(spec)
@@ -175,6 +176,14 @@ class GridSpec:
 
     def _check_types(self) -> None:
         hints = typing.get_type_hints(GridSpec)
+        if isinstance(self.vary, dict):  # each axis by name: "vary 'guide' needs ..."
+            for key, values in self.vary.items():
+                if not isinstance(values, list | tuple) or not values:
+                    raise ConfigError(f"vary {key!r} needs a non-empty list of values, got {values!r}")
+        if isinstance(self.budget, dict):  # "budget seconds needs ...", not the table's type
+            for unit, amount in self.budget.items():
+                if not conform(amount, float)[0]:
+                    raise ConfigError(f"budget {unit} needs a finite number, got {amount!r}")
         for f in dataclasses.fields(self):
             ok, value = conform(getattr(self, f.name), hints[f.name])
             if not ok:

@@ -81,7 +81,11 @@ class ComparisonDir(OwnedFolder):
 
 
 def compare(
-    spec: GridSpec | dict[str, Any], out: str | Path, *, on_cell: Callable[[str], None] | None = None
+    spec: GridSpec | dict[str, Any],
+    out: str | Path,
+    *,
+    on_cell: Callable[[str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run every cell of ``spec`` not yet done in ``out``, then write the report.
 
@@ -93,7 +97,8 @@ def compare(
     comparison runs in it. With ``workers > 1`` cells run in that many processes at once (threads
     split between them; with several GPUs, cells go round-robin over them), which stop when the
     comparison stops (:mod:`pyrovae.compare.workers`); with ``backend = "ray"`` each cell is a Ray
-    task (:mod:`pyrovae.compare.ray_backend`).
+    task (:mod:`pyrovae.compare.ray_backend`). ``on_start(n)`` is called with the number of cells
+    once every check has passed and the folder is claimed; ``on_cell(id)`` as each cell finishes.
     """
     spec = spec if isinstance(spec, GridSpec) else GridSpec.from_dict(spec)
     folder = ComparisonDir(out)
@@ -104,6 +109,8 @@ def compare(
     try:
         _claim(folder.path, spec)
         cells = spec.cells()
+        if on_start is not None:
+            on_start(len(cells))
         plan = [(cell, _prepare(folder / "cells" / cell.id)) for cell in cells]
         _run_cells(spec, _jobs(folder.path, spec, [(c, resume) for c, resume in plan if resume is not None]), on_cell)
         results = [json.loads((folder / "cells" / c.id / RESULT_FILE).read_text()) for c in cells]

@@ -32,7 +32,7 @@ def write_atomic(path: str | Path, data: str | bytes | Callable[[IO[bytes]], Non
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and not e.filename:  # say which file (a full disk names none)
+        if isinstance(e, OSError) and e.errno is not None and not e.filename:  # say which file (a full disk names none)
             e.filename = str(path)
         raise
     _sync_folder(path.parent)

@@ -85,7 +85,15 @@ def build_vae(cfg: Config, images: data.Images) -> VAE:
 
 
 def make_estimator(cfg: Config) -> pyro.infer.ELBO:
-    """The config's estimator with its K and options (one of Pyro's for ``pyro.<class>``)."""
+    """The config's estimator with its K and options (one of Pyro's for ``pyro.<class>``, not a
+    JIT one: torch.jit cannot trace a VAE whose weights are module parameters, not param sites)."""
+    if cfg.estimator.startswith("pyro.Jit"):
+        plain = cfg.estimator.replace("pyro.Jit", "pyro.", 1)
+        raise ConfigError(
+            f"estimator {cfg.estimator!r}: Pyro's JIT ELBOs trace the loss with torch.jit, which cannot "
+            f"hold the VAE's network weights; use {plain!r} (the same loss), or a pyrovae estimator "
+            "with --compile default"
+        )
     return estimators.make(cfg.estimator, num_particles=cfg.num_particles, **cfg.estimator_options)
 
 

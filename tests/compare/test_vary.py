@@ -131,7 +131,7 @@ def test_to_toml_round_trips_with_a_base(tmp_path):
 def test_the_cli_parses_vary_axes(tmp_path, monkeypatch):
     seen = {}
 
-    def fake_compare(spec, out, on_cell=None):
+    def fake_compare(spec, out, on_cell=None, on_start=None):
         seen["spec"] = spec
         return {"report": str(tmp_path / "report.md")}
 
