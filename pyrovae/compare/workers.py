@@ -147,6 +147,8 @@ def _cell(send: Connection, run: Callable[..., str], job: Job, threads: int, par
         outcome = (False, e)
     try:
         send.send(outcome)
+    except BrokenPipeError:  # the comparison is gone: there is no one to tell
+        pass
     except Exception:  # an exception that does not pickle: its type and message
         send.send((False, RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
     send.close()
