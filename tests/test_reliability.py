@@ -233,11 +233,10 @@ class TestAGridStops:
         wait_for(lambda: not any(alive(w) for w in workers), timeout=90, what="the orphaned cells to end")
         assert not (out / "report.md").exists() and not any((r.parent / "result.json").exists() for r in runs)
         assert all((r / "checkpoint.pt").exists() for r in runs)  # each saved a checkpoint as it stopped
-        assert _resumed_on_rerun(args, monkeypatch) == {r.parent.name: True for r in runs}
-        for r in runs:  # resumed to the budget, one stream of epochs
-            metrics = [json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines()]
-            assert metrics[-1]["step"] == self.STEPS and [m["epoch"] for m in metrics] == list(range(len(metrics)))
-        assert (out / "report.md").exists()
+        # the next compare resumes both (tests/compare/test_compare.py runs such a resume to the budget)
+        assert _resumed_on_rerun(args, monkeypatch, run=False) == {r.parent.name: True for r in runs}
+        for r in runs:  # each checkpoint is a mid-run state of its own cell
+            assert 0 < torch.load(r / "checkpoint.pt", weights_only=True)["step"] < self.STEPS
 
     def test_ctrl_c_stops_the_running_and_the_queued_cells_and_exits(self, tmp_path, reap, monkeypatch):
         out = tmp_path / "grid"
@@ -256,7 +255,7 @@ class TestAGridStops:
         assert not any(alive(w) for w in workers)
         assert all((r / "checkpoint.pt").exists() for r in runs[:2])
         assert not any(r.exists() for r in runs[2:])  # the queued cells never started
-        # the next compare resumes the two (the test above runs such a plan to its end)
+        # the next compare resumes the two and starts the third
         seen = _resumed_on_rerun(args, monkeypatch, run=False)
         assert seen == {**{r.parent.name: True for r in runs[:2]}, **{r.parent.name: False for r in runs[2:]}}
 
