@@ -1,3 +1,4 @@
 """pyrovae's version, recorded in every run and comparison it writes."""
 
-__version__ = "0.1.0"
+VERSION = "0.1.0"
+__version__ = VERSION

@@ -16,7 +16,7 @@ from ..config import Config, toml_value
 from ..data import Images
 from ..errors import ConfigError
 from ..textfile import read_text
-from ..version import __version__
+from ..version import VERSION
 from .directory import RunDir
 
 # Settings a resumed run may change; everything else must match the run's own config.
@@ -43,7 +43,7 @@ def defining(cfg: Config) -> dict[str, Any]:
 
 
 def new_identity(cfg: Config, images: Images) -> dict[str, Any]:
-    return {"run_id": uuid.uuid4().hex, "pyrovae": __version__, "config": defining(cfg), "data": images.fingerprint()}
+    return {"run_id": uuid.uuid4().hex, "pyrovae": VERSION, "config": defining(cfg), "data": images.fingerprint()}
 
 
 def write_identity(run: RunDir, identity: dict[str, Any]) -> None:

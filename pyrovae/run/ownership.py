@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import ConfigError
-from ..version import __version__
+from ..version import VERSION
 
 try:  # POSIX; elsewhere the lock falls back to an exclusively created file
     import fcntl
@@ -158,7 +158,7 @@ class OwnedFolder:
         self.check_owned()
         self.check_writable(create=True)
         self.lock()
-        write_marker(self.path, self.KIND, __version__)
+        write_marker(self.path, self.KIND, VERSION)
 
     def check_not_a_file(self) -> None:
         """One line if the folder or one above it is a file (or a link to nothing)."""
