@@ -48,7 +48,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     valid = {name: ", ".join(names) for name, names in choices().items()}
     valid["estimator"] += (
         f", or {estimators.PYRO_PREFIX}<class> for one of Pyro's own ELBOs ({estimators.PYRO_PREFIX}Trace_ELBO, ...)"
+        ", or a plugin's package.module:Name"
     )
+    valid["likelihood"] += ", or a plugin's package.module:Name"
     p.add_argument("--config", metavar="FILE", help="TOML file of config keys (flags override it)")
     for name, f in FIELDS.items():
         default = getattr(defaults, name)
@@ -247,16 +249,51 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    if args.names:
+        for name in args.names:
+            _list_plugin(name)
+        return 0
     for kind, reg in (("likelihoods", likelihoods), ("estimators", estimators)):
         print(f"{kind}:")
         for name in reg.names():
-            print(f"  {name:22s} options: {', '.join(reg.options(name)) or '-'}")
+            _list_entry(reg, name)
+        for name in reg.REGISTRY.shadowed():
+            print(f"  {name:22s} (an installed plugin's name, hidden by the built-in of that name)")
     print('families (config keys; combine them, e.g. latents = [100, 50] with guide = "iaf"):')
     for name, (what, keys) in families.FAMILIES.items():
         print(f"  {name:22s} {what}; options: {', '.join(keys)}")
     print(f"datasets: {', '.join(sorted(data.DATASETS))}")
     print(f"presets: {', '.join(presets.names())} (or a .toml file of config keys)")
+    print("plugins: any package.module:Name in place of a name, or a name an installed package registers")
+    print("  (entry-point groups pyrovae.estimators, pyrovae.likelihoods); pyrovae list package.module:Name shows one")
     return 0
+
+
+def _list_entry(reg: Any, name: str) -> None:
+    """One line: the name and its options, and a plugin's origin (or why it does not load)."""
+    try:
+        options, origin = ", ".join(reg.options(name)) or "-", reg.origin(name)
+    except PyrovaeError as e:
+        print(f"  {name:22s} cannot load: {e}")
+        return
+    print(f"  {name:22s} options: {options}" + (f"; plugin {origin.describe()}" if origin else ""))
+
+
+def _list_plugin(name: str) -> None:
+    """A plugin named on the command line: what kind it is, its options and origin."""
+    errors = []
+    for kind, reg in (("estimator", estimators), ("likelihood", likelihoods)):
+        try:
+            reg.REGISTRY.get(name)
+        except PyrovaeError as e:
+            errors.append(str(e))
+            continue
+        print(f"{kind}:")
+        _list_entry(reg, name)
+        return
+    if "not a subclass" in errors[0]:
+        raise PyrovaeError(f"{name!r} is neither an estimator (a pyro.infer.ELBO) nor a likelihood (a Likelihood)")
+    raise PyrovaeError(errors[0])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -267,9 +304,11 @@ def parser() -> argparse.ArgumentParser:
     _compare_parser(sub)
     ls = sub.add_parser(
         "list",
-        help="list the likelihoods, estimators (with their options), data sets, presets",
-        description="List the likelihoods and estimators with their options, the data sets and the presets.",
+        help="list the likelihoods, estimators (with their options and plugins), data sets, presets",
+        description="List the likelihoods and estimators with their options (installed plugins among them, "
+        "with where they came from), the data sets and the presets; or the plugins named.",
     )
+    ls.add_argument("names", nargs="*", metavar="NAME", help="plugins to show, e.g. my_module:MyBound")
     ls.set_defaults(fn=_cmd_list)
     return p
 
@@ -347,14 +386,17 @@ def _compare_parser(sub: Any) -> None:
         "--estimators",
         nargs="+",
         metavar="SPEC",
-        help="name[:K[:key=value,...]], e.g. elbo iwae:5 dreg:50 renyi:5:alpha=0.5; names: "
-        + ", ".join(choices()["estimator"]),
+        help="name[:K[:key=value,...]], e.g. elbo iwae:5 dreg:50 renyi:5:alpha=0.5 my_module:MyBound:5; names: "
+        + ", ".join(choices()["estimator"])
+        + ", or a plugin's package.module:Name",
     )
     c.add_argument(
         "--likelihoods",
         nargs="+",
         metavar="NAME",
-        help="likelihoods to compare; one of: " + ", ".join(likelihoods.names()),
+        help="likelihoods to compare; one of: "
+        + ", ".join(likelihoods.names())
+        + ", or a plugin's package.module:Name",
     )
     c.add_argument("--seeds", nargs="+", type=int, metavar="N", help="seeds: each cell runs once a seed")
     c.add_argument("--epochs", type=int, metavar="N", help="budget: epochs per cell")

@@ -15,6 +15,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from . import plugins
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -132,12 +133,19 @@ def conform(value: Any, hint: Any) -> tuple[bool, Any]:
 
 
 class Registry(Generic[T]):
-    """Classes registered under a name; ``kind`` ("likelihood", "estimator") words the errors."""
+    """Classes registered under a name; ``kind`` ("likelihood", "estimator") words the errors.
 
-    def __init__(self, kind: str, implicit: tuple[str, ...] = ()) -> None:
+    Besides the names registered here, ``get`` and ``make`` take a plugin (:mod:`pyrovae.plugins`):
+    a name an installed distribution registers in the entry-point group ``pyrovae.<kind>s``, or an
+    import path ``package.module:Name``, whose class must derive from ``base``.
+    """
+
+    def __init__(self, kind: str, implicit: tuple[str, ...] = (), base: type | None = None) -> None:
         self.kind = kind
         self.implicit = implicit  # arguments pyrovae passes itself, not options (x_dim)
+        self.base = base
         self._classes: dict[str, type[T]] = {}
+        self._plugins: dict[str, tuple[type[T], plugins.Origin]] = {}
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def add(cls: type[T]) -> type[T]:
@@ -150,12 +158,55 @@ class Registry(Generic[T]):
         return add
 
     def names(self) -> list[str]:
+        """The built-in names, then the names installed plugins register (a plugin never hides a
+        built-in)."""
+        return sorted(self._classes) + self.plugin_names()
+
+    def builtin_names(self) -> list[str]:
         return sorted(self._classes)
 
+    def plugin_names(self) -> list[str]:
+        """Names installed distributions register as entry points (``pyrovae.<kind>s``)."""
+        return sorted(n for n in plugins.entry_points(self.kind) if n not in self._classes)
+
+    def shadowed(self) -> list[str]:
+        """Entry-point names that a built-in of the same name hides."""
+        return sorted(n for n in plugins.entry_points(self.kind) if n in self._classes)
+
     def get(self, name: str) -> type[T]:
-        if name not in self._classes:
-            raise ConfigError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}")
-        return self._classes[name]
+        if name in self._classes:
+            return self._classes[name]
+        return self._plugin(name)[0]
+
+    def origin(self, name: str) -> plugins.Origin | None:
+        """Where the class ``name`` names came from; None for a built-in."""
+        return None if name in self._classes else self._plugin(name)[1]
+
+    def _plugin(self, name: str) -> tuple[type[T], plugins.Origin]:
+        if name not in self._plugins:
+            found = plugins.entry_points(self.kind).get(name)
+            if found is not None:
+                obj, via = plugins.load_entry_point(found, self.kind), f"entry point {name!r}"
+            elif plugins.is_import_path(name):
+                obj, via = plugins.load(name, self.kind), "import path"
+            else:
+                valid = ", ".join(self.names())
+                raise ConfigError(
+                    f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}, or a plugin's package.module:Name"
+                )
+            self._plugins[name] = (self._check_plugin(name, obj), plugins.origin(obj, via))
+        return self._plugins[name]
+
+    def _check_plugin(self, name: str, obj: Any) -> type[T]:
+        base = self.base or object
+        if not (isinstance(obj, type) and issubclass(obj, base)):
+            what = obj.__name__ if isinstance(obj, type) else type(obj).__name__ + " object"
+            raise ConfigError(
+                f"{self.kind} {name!r} is {what}, not a subclass of {base.__module__}.{base.__qualname__}"
+            )
+        if "name" not in vars(obj):  # errors and reports name it as it was asked for
+            obj.name = name  # type: ignore[attr-defined]
+        return typing.cast(type[T], obj)
 
     def options(self, name: str) -> list[str]:
         return [o for o in option_names(self.get(name)) if o not in self.implicit]

@@ -12,12 +12,16 @@ import numpy as np
 import pyro
 import torch
 
+from ..config import from_dict
 from ..data import InMemoryData
 from ..diagnostics import amortization_gaps, gradient_snr, importance_diagnostics
+from ..errors import ConfigError
 from ..evaluation import ais_against_is, evaluate_model
 from ..evaluation.plots import save_grid
-from ..run import Parts, TrainResult, train
+from ..plugins import add_roots
+from ..run import Parts, TrainResult, plugins_of, train
 from ..run.atomic import json_text, write_atomic
+from ..run.identity import plugin_changes
 from ..tracking import open_tracker
 from ..vae import VAE
 
@@ -45,6 +49,7 @@ def run_cell(
     """
     cell_dir = Path(cell_dir)
     start = time.perf_counter()
+    found = check_plugins(config, settings)
     snr_log = read_snr(cell_dir) if resume else []
     result = train(
         config,
@@ -74,6 +79,7 @@ def run_cell(
             save_grid(cell_dir / "samples.png", parts.vae.sample(64) / scale, parts.dataset.images.image_shape)
     out = {
         "cell": settings["cell"],
+        "plugins": found,
         "config": result.config.to_dict(),
         **summary(result, found, snr_log),
         "seconds": time.perf_counter() - start,
@@ -82,6 +88,21 @@ def run_cell(
         track(result, out, snr_log)
     write_atomic(cell_dir / RESULT_FILE, json_text(out) + "\n")
     return out
+
+
+def check_plugins(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The plugins the cell's config names, imported here (from the comparison's folders, so that a
+    worker on another node finds a loose module), and one line unless they are the code the
+    comparison planned with (``settings["plugins"]``)."""
+    add_roots(settings.get("plugin_roots", []))
+    found = plugins_of(from_dict(config))
+    changes = plugin_changes(settings.get("plugins", {}), found)
+    if changes:
+        raise ConfigError(
+            f"cell {settings['cell']['id']}: this worker imports other plugin code than the comparison "
+            f"({'; '.join(changes)}); every worker needs the same version of the plugin"
+        )
+    return found
 
 
 def snr_at_epochs(settings: Settings, log: list[dict[str, Any]], path: Path) -> Callable[..., None]:

@@ -64,8 +64,13 @@ class EstimatorSpec:
                 raise ConfigError(f"estimator {name!r}: num_particles must be an integer, got {k!r}")
             return cls(name, k, tuple(sorted(spec.items()))).validate()
         parts = spec.split(":")
+        if len(parts) > 1 and parts[1].isidentifier():  # a plugin's import path: module:Name[:K[:...]]
+            parts = [f"{parts[0]}:{parts[1]}", *parts[2:]]
         if len(parts) > 3 or not parts[0]:
-            raise ConfigError(f"estimator spec {spec!r}: write name, name:K or name:K:key=value,...")
+            raise ConfigError(
+                f"estimator spec {spec!r}: write name, name:K or name:K:key=value,... (name may be a "
+                "plugin's package.module:Name)"
+            )
         try:
             k = int(parts[1]) if len(parts) > 1 and parts[1] else 1
         except ValueError as e:
@@ -91,7 +96,7 @@ class EstimatorSpec:
     @property
     def slug(self) -> str:
         extra = "".join(f"_{k}{v}" for k, v in self.options)
-        return re.sub(r"[^A-Za-z0-9_.-]", "", f"{self.name}_K{self.num_particles}{extra}")
+        return re.sub(r"[^A-Za-z0-9_.-]", "", f"{safe_name(self.name)}_K{self.num_particles}{extra}")
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,8 @@ class Cell:
     @property
     def id(self) -> str:
         extra = "".join(f"-{k}{_show(v)}" for k, v in self.variant)
-        return re.sub(r"[^A-Za-z0-9_.,-]", "", f"{self.estimator.slug}{extra}-{self.likelihood}-seed{self.seed}")
+        likelihood = safe_name(self.likelihood)
+        return re.sub(r"[^A-Za-z0-9_.,-]", "", f"{self.estimator.slug}{extra}-{likelihood}-seed{self.seed}")
 
     @property
     def variant_dict(self) -> dict[str, Any]:
@@ -118,6 +124,11 @@ class Cell:
     def label(self) -> str:
         """The estimator's label and the variant: ``iwae K=5 guide=iaf latents=[100, 50]``."""
         return self.estimator.label + "".join(f" {k}={_show(v)}" for k, v in self.variant)
+
+
+def safe_name(name: str) -> str:
+    """A name as a folder name takes it: a plugin's ``pkg.mod:Name`` as ``pkg.mod.Name``."""
+    return name.replace(":", ".")
 
 
 def _show(value: Any) -> str:

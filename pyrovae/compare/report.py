@@ -244,6 +244,23 @@ def write_netcdf(path: Path, results: list[dict[str, Any]], table_rows: list[dic
     ds.to_netcdf(path)
 
 
+def plugins_section(results: list[dict[str, Any]]) -> list[str]:
+    """A table of the plugins the cells ran (import path, distribution and version, source hash),
+    so that every number traces to the code that produced it; nothing without plugins."""
+    used: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
+    for r in results:
+        for key, origin in r.get("plugins", {}).items():
+            used.setdefault((key, origin["import_path"]), (origin, []))[1].append(r["cell"]["id"])
+    if not used:
+        return []
+    header = "| kind | import path | distribution | version | source sha256 | cells |"
+    lines = ["## Plugins", "", header, "|---" * 6 + "|"]
+    for (key, path), (o, cells) in sorted(used.items()):
+        dist = o["distribution"] or "(a loose module)"
+        lines.append(f"| {key} | `{path}` | {dist} | {o['version'] or '-'} | `{o['source_sha256']}` | {len(cells)} |")
+    return [*lines, ""]
+
+
 def write_report(out: Path, spec: GridSpec, results: list[dict[str, Any]]) -> dict[str, Any]:
     """Write report.md, results.csv, results.nc and the plots; return the table rows."""
     table_rows = rows(results)
@@ -285,6 +302,7 @@ def write_report(out: Path, spec: GridSpec, results: list[dict[str, Any]]) -> di
         "![PSIS k-hat](khat.png)",
         "![samples](samples.png)",
         "",
+        *plugins_section(results),
         "## Configuration",
         "",
         "```toml",

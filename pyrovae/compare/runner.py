@@ -10,10 +10,12 @@ from typing import Any
 
 import torch
 
+from ..config import from_dict
 from ..errors import ConfigError, TrainingInterrupted
 from ..network import check_reachable
-from ..run import RunDir
+from ..run import RunDir, plugins_of
 from ..run.atomic import write_atomic
+from ..run.identity import plugin_changes
 from ..run.ownership import OwnedFolder
 from .cell import RESULT_FILE, run_cell
 from .grid import Cell, GridSpec
@@ -24,7 +26,7 @@ from .workers import GridInterrupted, Job, interrupted, run_in_processes, stop_o
 SPEC_FILE = "comparison.toml"
 
 
-def _settings(spec: GridSpec, cell: Cell) -> dict[str, Any]:
+def _settings(spec: GridSpec, cell: Cell, config: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "eval_num_samples",
         "psis_samples",
@@ -39,8 +41,11 @@ def _settings(spec: GridSpec, cell: Cell) -> dict[str, Any]:
         "ais_chains",
         "ais_hmc_steps",
     )
+    found = plugins_of(from_dict(config))
     return {
         **{k: getattr(spec, k) for k in keys},
+        "plugins": found,  # what the cell's worker must import: the same code, or it refuses
+        "plugin_roots": sorted({p["root"] for p in found.values() if p["root"]}),
         "cell": {
             "id": cell.id,
             "estimator": cell.estimator.name,
@@ -112,6 +117,7 @@ def compare(
         if on_start is not None:
             on_start(len(cells))
         plan = [(cell, _prepare(folder / "cells" / cell.id)) for cell in cells]
+        _check_done_plugins(folder.path, spec, [c for c, resume in plan if resume is None])
         _run_cells(spec, _jobs(folder.path, spec, [(c, resume) for c, resume in plan if resume is not None]), on_cell)
         results = [json.loads((folder / "cells" / c.id / RESULT_FILE).read_text()) for c in cells]
         return write_report(folder.path, spec, results)
@@ -144,6 +150,19 @@ def _claim(out: Path, spec: GridSpec) -> None:
     write_atomic(saved, spec_text)
 
 
+def _check_done_plugins(out: Path, spec: GridSpec, done: list[Cell]) -> None:
+    """One line if a finished cell ran plugin code other than what the comparison now imports: its
+    result is that code's, and the report would pass it off as this one's."""
+    for cell in done:
+        recorded = json.loads((out / "cells" / cell.id / RESULT_FILE).read_text()).get("plugins", {})
+        changes = plugin_changes(recorded, plugins_of(from_dict(spec.cell_config(cell))))
+        if changes:
+            raise ConfigError(
+                f"cell {cell.id} in {out} finished with other plugin code ({'; '.join(changes)}); restore "
+                f"that version, use another --out, or delete {out / 'cells' / cell.id} to run the cell again"
+            )
+
+
 def _prepare(cell_dir: Path) -> bool | None:
     """None: the cell is done. True: a run a signal or a crash stopped, resumed from its checkpoint.
     False: a cell to start, cleared of what a stop before its first checkpoint left."""
@@ -164,7 +183,7 @@ def _jobs(out: Path, spec: GridSpec, todo: list[tuple[Cell, bool]]) -> list[Job]
         config = spec.cell_config(cell)
         if device is not None:
             config["device"] = device
-        jobs.append((str(out / "cells" / cell.id), config, _settings(spec, cell), resume))
+        jobs.append((str(out / "cells" / cell.id), config, _settings(spec, cell, config), resume))
     return jobs
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pyro.infer
 
 from ..errors import ConfigError
+from ..plugins import Origin
 
 # each import registers its estimator
 from . import analytic_elbo, ciwae, dreg, elbo, iwae, miwae, piwae, renyi, rws, stl, vimco  # noqa: F401
@@ -41,6 +42,7 @@ __all__ = [
     "make",
     "names",
     "options",
+    "origin",
     "path_surrogate",
     "scaled_sum",
 ]
@@ -94,3 +96,8 @@ def names() -> list[str]:
 
 def options(name: str) -> list[str]:
     return REGISTRY.options(name)
+
+
+def origin(name: str) -> Origin | None:
+    """Where a plugin named ``name`` came from (:mod:`pyrovae.plugins`); None for a built-in."""
+    return REGISTRY.origin(name)

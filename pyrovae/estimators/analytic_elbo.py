@@ -27,5 +27,9 @@ class AnalyticELBO(Estimator):
     def carries_site_scales(self) -> bool:
         return True
 
-    def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
+    @property
+    def estimates(self) -> str:
+        return "elbo"
+
+    def point_bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         return (w.log_lik - kl_weight * w.kl()).mean(0)

@@ -40,8 +40,8 @@ class Estimator(ELBO):
     - ``loss_and_grads(...)``: runs backward on it and returns the float, for ``pyro.infer.SVI``.
     - ``bound(...)``: the per-data-point bound, ``[B]``, without gradient.
 
-    Subclasses define ``_bound`` and, where the gradient differs from the bound's own,
-    ``_surrogate``, both per data point from a :class:`LogWeights`.
+    Subclasses define ``point_bound`` and, where the gradient differs from the bound's own,
+    ``point_surrogate``, both per data point from a :class:`LogWeights`.
 
     Args:
         num_particles: K, particles per data point.
@@ -148,11 +148,11 @@ class Estimator(ELBO):
         return w.model_trace, w.guide_trace
 
     # -- what subclasses define ---------------------------------------------------------------
-    def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:  # pragma: no cover
+    def point_bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:  # pragma: no cover
         """The bound per data point, ``[B]``, from the log weights at ``kl_weight``."""
         raise NotImplementedError
 
-    def _surrogate(self, w: LogWeights, kl_weight: float) -> Tensor | None:
+    def point_surrogate(self, w: LogWeights, kl_weight: float) -> Tensor | None:
         """Per data point, ``[B]``: a tensor whose gradient is the estimator's; None when that
         is the gradient of the bound itself (at ``kl_weight``)."""
         return None
@@ -172,6 +172,20 @@ class Estimator(ELBO):
         return True
 
     @property
+    def estimates(self) -> str:
+        """What the bound is, so that :func:`pyrovae.testing.check_estimator` can hold it to a
+        reference: ``"elbo"``, ``"iwae"`` (IWAE(K)), or ``"bound"`` (a bound of its own, whose
+        reference gradient is the path derivative of :meth:`bound_objective`)."""
+        return "bound"
+
+    @property
+    def unbiased_gradient(self) -> bool:
+        """Whether the gradient of ``differentiable_loss`` is unbiased for the gradient of the
+        expected bound (what ``estimates`` names). Not with a KL weight or warm-up (the gradient is
+        then of another objective), nor for an estimator that ascends something else (RWS)."""
+        return self.kl_weight == 1.0 and self.kl_warmup == 0
+
+    @property
     def carries_site_scales(self) -> bool:
         """Whether the bound is linear in the log weights (an ELBO), so that sites scaled differently
         (a ``poutine.scale`` around part of the model) each carry their own scale, as in Pyro's
@@ -187,13 +201,19 @@ class Estimator(ELBO):
     def bound(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
         """The bound of each data point, ``[B]`` (unscaled, kl_weight 1, no gradient)."""
         with torch.no_grad():
-            return self._bound(self.log_weights(model, guide, args, kwargs, for_gradient=False))
+            return self.point_bound(self.log_weights(model, guide, args, kwargs, for_gradient=False))
+
+    def bound_objective(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
+        """The negated scaled bound, as ``loss`` reports it, with the bound's own path derivative
+        as its gradient (reparameterized sites): the reference a gradient estimator is held to."""
+        w = self.log_weights(model, guide, args, kwargs, for_gradient=False)
+        return -scaled_sum(self.point_bound(w), w.scale)
 
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The negated bound (summed over the batch and scaled by N / B), as a float."""
         with torch.no_grad():
             w = self.log_weights(model, guide, args, kwargs, for_gradient=False)
-            loss = -scaled_sum(self._bound(w), w.scale).item()
+            loss = -scaled_sum(self.point_bound(w), w.scale).item()
         # pyro annotates warn_if_nan's value as numbers.Number, which a float is not to mypy
         warn_if_nan(loss, "loss")  # type: ignore[call-overload]
         return loss
@@ -210,16 +230,16 @@ class Estimator(ELBO):
 
     def _objective(self, w: LogWeights, kl_weight: float) -> Tensor:
         """The negated scaled bound with the gradient of the estimator's surrogate, from a draw."""
-        bound = self._bound(w)
-        surrogate = self._surrogate(w, kl_weight)
+        bound = self.point_bound(w)
+        surrogate = self.point_surrogate(w, kl_weight)
         if self.kl_weight != 1.0 or self.kl_warmup > 0:  # the scaled objective, for logging
             with torch.no_grad():
-                scaled = bound if kl_weight == 1.0 else self._bound(w, kl_weight)
+                scaled = bound if kl_weight == 1.0 else self.point_bound(w, kl_weight)
                 self.last_objective = scaled_sum(scaled.detach(), w.scale)
         if surrogate is None:
             if kl_weight == 1.0:
                 return -scaled_sum(bound, w.scale)
-            surrogate = self._bound(w, kl_weight)
+            surrogate = self.point_bound(w, kl_weight)
         s = scaled_sum(surrogate, w.scale)
         return -(scaled_sum(bound.detach(), w.scale) + (s - s.detach()))
 
@@ -254,5 +274,5 @@ def path_surrogate(
     return (a.detach() * log_p).sum(0) - kl_weight * (b.detach() * log_q).sum(0)
 
 
-REGISTRY: Registry[Estimator] = Registry("estimator")
+REGISTRY: Registry[Estimator] = Registry("estimator", base=ELBO)  # a plugin may be any pyro.infer.ELBO
 register = REGISTRY.register

@@ -29,6 +29,6 @@ class CIWAE(Estimator):
     def carries_site_scales(self) -> bool:
         return self.beta == 1.0 or self.num_particles == 1  # the ELBO
 
-    def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
+    def point_bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         lw = w.log_w(kl_weight)
         return self.beta * lw.mean(0) + (1.0 - self.beta) * logmeanexp(lw, 0)

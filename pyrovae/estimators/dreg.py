@@ -32,9 +32,13 @@ class DReG(Estimator):
     def carries_site_scales(self) -> bool:
         return self.num_particles == 1  # IWAE(1) is the ELBO, DReG(1) its path derivative
 
-    def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
+    @property
+    def estimates(self) -> str:
+        return "iwae"
+
+    def point_bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         return logmeanexp(w.log_w(kl_weight), 0)
 
-    def _surrogate(self, w: LogWeights, kl_weight: float) -> Tensor:
+    def point_surrogate(self, w: LogWeights, kl_weight: float) -> Tensor:
         wt = w.log_w(kl_weight).softmax(0).detach()  # [K, B]
         return path_surrogate(w, wt, wt * wt, kl_weight, c=wt, stop_q=True)

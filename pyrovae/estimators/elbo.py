@@ -28,10 +28,14 @@ class MonteCarloELBO(Estimator):
     def carries_site_scales(self) -> bool:
         return True
 
-    def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
+    @property
+    def estimates(self) -> str:
+        return "elbo"
+
+    def point_bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         return w.log_w(kl_weight).mean(0)
 
-    def _surrogate(self, w: LogWeights, kl_weight: float) -> Tensor | None:
+    def point_surrogate(self, w: LogWeights, kl_weight: float) -> Tensor | None:
         if w.log_q_score is None:
             return None
         assert w.log_q_unreparam is not None  # it defaults to log_q_score

@@ -26,11 +26,15 @@ class IWAE(Estimator):
     def carries_site_scales(self) -> bool:
         return self.num_particles == 1  # IWAE(1) is the ELBO
 
-    def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
+    @property
+    def estimates(self) -> str:
+        return "iwae"
+
+    def point_bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         return logmeanexp(w.log_w(kl_weight), dim=0)
 
-    def _surrogate(self, w: LogWeights, kl_weight: float) -> Tensor | None:
+    def point_surrogate(self, w: LogWeights, kl_weight: float) -> Tensor | None:
         if w.log_q_score is None:
             return None
-        bound = self._bound(w, kl_weight)
+        bound = self.point_bound(w, kl_weight)
         return bound + bound.detach() * w.log_q_score.sum(0)

@@ -46,5 +46,5 @@ class MIWAE(GroupedParticles):
     def carries_site_scales(self) -> bool:
         return self.num_particles == 1  # MIWAE(M, 1) is the ELBO with M particles
 
-    def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
+    def point_bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         return logmeanexp(grouped(w.log_w(kl_weight), self.num_groups), 1).mean(0)

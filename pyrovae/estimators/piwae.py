@@ -24,10 +24,14 @@ class PIWAE(GroupedParticles):
     References: Rainforth et al. 2018, "Tighter Variational Bounds are Not Necessarily Better".
     """
 
-    def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
+    @property
+    def unbiased_gradient(self) -> bool:
+        return False  # the guide ascends MIWAE(M, K), not the IWAE(M*K) it reports
+
+    def point_bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         return logmeanexp(w.log_w(kl_weight), 0)
 
-    def _surrogate(self, w: LogWeights, kl_weight: float) -> Tensor:
+    def point_surrogate(self, w: LogWeights, kl_weight: float) -> Tensor:
         lw = w.log_w(kl_weight).detach()  # [M*K, B]
         m = self.num_groups
         a = lw.softmax(0)  # IWAE(M*K) weights

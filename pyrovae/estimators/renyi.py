@@ -40,7 +40,7 @@ class RenyiBound(Estimator):
     def reports_bound(self) -> bool:
         return self.alpha >= 0
 
-    def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
+    def point_bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         lw = w.log_w(kl_weight)
         if self.alpha == 1.0:
             return lw.mean(0)

@@ -56,10 +56,18 @@ class ReweightedWakeSleep(Estimator):
         self.needs_grad_scale = dreg
         self.supports_score_function = not dreg
 
-    def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
+    @property
+    def estimates(self) -> str:
+        return "iwae"
+
+    @property
+    def unbiased_gradient(self) -> bool:
+        return False  # the guide ascends wake-phi (or sleep-phi), not the bound
+
+    def point_bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         return logmeanexp(w.log_w(kl_weight), 0)
 
-    def _surrogate(self, w: LogWeights, kl_weight: float) -> Tensor:
+    def point_surrogate(self, w: LogWeights, kl_weight: float) -> Tensor:
         wt = w.log_w(kl_weight).softmax(0).detach()  # [K, B]
         phi_weight = 0.5 if self.sleep_phi and self.wake_phi != "none" else 1.0
         if self.wake_phi == "dreg":

@@ -34,11 +34,19 @@ class StickingTheLanding(Estimator):
     def carries_site_scales(self) -> bool:
         return not self.iwae  # IWAE's log-mean-exp would mix the scales
 
-    def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
+    @property
+    def estimates(self) -> str:
+        return "iwae" if self.iwae else "elbo"
+
+    @property
+    def unbiased_gradient(self) -> bool:
+        return not self.iwae and super().unbiased_gradient  # STL-IWAE is biased (see above)
+
+    def point_bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         lw = w.log_w(kl_weight)
         return logmeanexp(lw, 0) if self.iwae else lw.mean(0)
 
-    def _surrogate(self, w: LogWeights, kl_weight: float) -> Tensor:
+    def point_surrogate(self, w: LogWeights, kl_weight: float) -> Tensor:
         k = w.num_particles
         if self.iwae:
             a = w.log_w(kl_weight).softmax(0)  # w~_k

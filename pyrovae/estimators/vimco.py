@@ -65,10 +65,14 @@ class VIMCO(Estimator):
             )
         super().__init__(num_particles=num_particles, **kwargs)
 
-    def _bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
+    @property
+    def estimates(self) -> str:
+        return "iwae"
+
+    def point_bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         return logmeanexp(w.log_w(kl_weight), dim=0)
 
-    def _surrogate(self, w: LogWeights, kl_weight: float) -> Tensor | None:
+    def point_surrogate(self, w: LogWeights, kl_weight: float) -> Tensor | None:
         if w.log_q_score is None:
             return None
         lw = w.log_w(kl_weight)  # [K, B]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..plugins import Origin
+
 # each import registers its likelihood
 from . import bernoulli, continuous_bernoulli, discretized_logistic, gaussian, laplace, poisson  # noqa: F401
 from .base import REGISTRY, Likelihood
 
-__all__ = ["Likelihood", "make", "names", "options"]
+__all__ = ["Likelihood", "make", "names", "options", "origin"]
 
 
 def make(name: str, x_dim: int, **options: Any) -> Likelihood:
@@ -26,3 +28,8 @@ def names() -> list[str]:
 
 def options(name: str) -> list[str]:
     return REGISTRY.options(name)
+
+
+def origin(name: str) -> Origin | None:
+    """Where a plugin named ``name`` came from (:mod:`pyrovae.plugins`); None for a built-in."""
+    return REGISTRY.origin(name)

@@ -77,5 +77,5 @@ def value_range(x: Tensor) -> str:
     return f"[{x.min().item():.4g}, {x.max().item():.4g}]"
 
 
-REGISTRY: Registry[Likelihood] = Registry("likelihood", implicit=("x_dim",))
+REGISTRY: Registry[Likelihood] = Registry("likelihood", implicit=("x_dim",), base=Likelihood)
 register = REGISTRY.register

@@ -13,7 +13,17 @@
 
 from .directory import RunDir
 from .evaluate import evaluate_parts, evaluate_run, evaluate_run_ais, load_run
-from .parts import Parts, assemble, build_vae, check_config, choices, load_images, make_estimator, resolve_device
+from .parts import (
+    Parts,
+    assemble,
+    build_vae,
+    check_config,
+    choices,
+    load_images,
+    make_estimator,
+    plugins_of,
+    resolve_device,
+)
 from .state import RESUMABLE
 from .train import TrainResult, train
 
@@ -32,6 +42,7 @@ __all__ = [
     "load_images",
     "load_run",
     "make_estimator",
+    "plugins_of",
     "resolve_device",
     "train",
 ]

@@ -18,6 +18,7 @@ from ..errors import ConfigError
 from ..textfile import read_text
 from ..version import VERSION
 from .directory import RunDir
+from .parts import plugins_of
 
 # Settings a resumed run may change; everything else must match the run's own config.
 RESUMABLE = frozenset(
@@ -43,7 +44,37 @@ def defining(cfg: Config) -> dict[str, Any]:
 
 
 def new_identity(cfg: Config, images: Images) -> dict[str, Any]:
-    return {"run_id": uuid.uuid4().hex, "pyrovae": VERSION, "config": defining(cfg), "data": images.fingerprint()}
+    """A new run's identity: its id, pyrovae's version, the defining config, the data's fingerprint
+    and the plugins it uses (import path, version, source hash)."""
+    return {
+        "run_id": uuid.uuid4().hex,
+        "pyrovae": VERSION,
+        "config": defining(cfg),
+        "data": images.fingerprint(),
+        "plugins": plugins_of(cfg),
+    }
+
+
+def plugin_changes(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """How the plugins' code differs between two records of :func:`plugins_of`, one line each."""
+    out = []
+    for key in sorted(set(recorded) | set(now)):
+        was, is_ = (_code(d.get(key)) for d in (recorded, now))
+        if was != is_:
+            out.append(f"{key} plugin {_show_code(was)} -> {_show_code(is_)}")
+    return out
+
+
+def _code(origin: dict[str, Any] | None) -> dict[str, Any] | None:
+    keys = ("import_path", "version", "source_sha256")
+    return None if origin is None else {k: origin.get(k) for k in keys}
+
+
+def _show_code(code: dict[str, Any] | None) -> str:
+    if code is None:
+        return "(none)"
+    version = f" {code['version']}" if code["version"] else ""
+    return f"{code['import_path']}{version} (source sha256 {code['source_sha256']})"
 
 
 def write_identity(run: RunDir, identity: dict[str, Any]) -> None:
@@ -80,6 +111,12 @@ def check_same_run(
             f"cannot {action} {run}: its {run.CONFIG} was changed since the run started ("
             f"{'; '.join(changed)}); a resumed run may change only {', '.join(sorted(RESUMABLE))}: "
             "restore the file, or start a new run"
+        )
+    plugins = plugin_changes(identity.get("plugins", {}), plugins_of(saved))
+    if plugins:
+        raise ConfigError(
+            f"cannot {action} {run}: the plugin code changed since the run started ({'; '.join(plugins)}); "
+            "restore that version of the plugin, or start a new run"
         )
     if images.fingerprint() != identity["data"]:
         where = f" ({saved.data_path})" if saved.data_path else ""

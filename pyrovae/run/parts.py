@@ -129,6 +129,23 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def plugins_of(cfg: Config) -> dict[str, dict[str, Any]]:
+    """The plugins the config names (:mod:`pyrovae.plugins`), by config key: each one's import path,
+    where it came from and its version, as run identities and comparison reports record them."""
+    found = {}
+    for key, origin in (
+        ("estimator", _estimator_origin(cfg.estimator)),
+        ("likelihood", likelihoods.origin(cfg.likelihood)),
+    ):
+        if origin is not None:
+            found[key] = origin.to_dict()
+    return found
+
+
+def _estimator_origin(name: str) -> Any:
+    return None if name.startswith(estimators.PYRO_PREFIX) else estimators.origin(name)
+
+
 # -- checking a config -----------------------------------------------------------------------------
 def choices() -> dict[str, list[str]]:
     """The valid values of each key that takes a name from a fixed set, from the registries and
