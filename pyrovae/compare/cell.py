@@ -49,7 +49,7 @@ def run_cell(
     """
     cell_dir = Path(cell_dir)
     start = time.perf_counter()
-    found = check_plugins(config, settings)
+    plugins = check_plugins(config, settings)
     snr_log = read_snr(cell_dir) if resume else []
     result = train(
         config,
@@ -79,7 +79,7 @@ def run_cell(
             save_grid(cell_dir / "samples.png", parts.vae.sample(64) / scale, parts.dataset.images.image_shape)
     out = {
         "cell": settings["cell"],
-        "plugins": found,
+        "plugins": plugins,
         "config": result.config.to_dict(),
         **summary(result, found, snr_log),
         "seconds": time.perf_counter() - start,

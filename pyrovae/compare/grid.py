@@ -64,7 +64,8 @@ class EstimatorSpec:
                 raise ConfigError(f"estimator {name!r}: num_particles must be an integer, got {k!r}")
             return cls(name, k, tuple(sorted(spec.items()))).validate()
         parts = spec.split(":")
-        if len(parts) > 1 and parts[1].isidentifier():  # a plugin's import path: module:Name[:K[:...]]
+        if len(parts) > 1 and parts[1].isidentifier() and parts[0] not in estimators.names():
+            # a plugin's import path, module:Name[:K[:...]] (a registered name is followed by K)
             parts = [f"{parts[0]}:{parts[1]}", *parts[2:]]
         if len(parts) > 3 or not parts[0]:
             raise ConfigError(

@@ -108,8 +108,8 @@ def loss_is_the_bound(s: Subject) -> str:
     dloss, _ = call(s.make().differentiable_loss, problem, "idx", seed=11)
     if not close(loss, dloss.item()):
         raise fail(s, f"loss {loss:.6g} but differentiable_loss {dloss.item():.6g} on the same draw: loss must "
-                   "report the negated bound, and differentiable_loss have that value (a surrogate only in its "
-                   "gradient)")  # fmt: skip
+                   "report the negated bound, never a surrogate, and differentiable_loss have that value (a surrogate "
+                   "only in its gradient)")  # fmt: skip
     if not has_bound(s.make()):
         return f"loss = differentiable_loss = {loss:.4f} (no bound() to compare)"
     bound, _ = call(s.make().bound, problem, "idx", seed=11)

@@ -171,6 +171,7 @@ def samples_match_log_prob(s: Subject) -> str:
     torch.manual_seed(1)
     x = d.sample((SAMPLES,)).squeeze(-1)  # [S, B]
     points, p, discrete = density_on(d)
+    p = p / masses(points, p, discrete)  # normalized: a wrong constant is the check above's finding
     mean = masses(points, p * points.unsqueeze(-1), discrete)  # [B]
     sd = (masses(points, p * points.unsqueeze(-1) ** 2, discrete) - mean**2).clamp(min=0).sqrt()  # log_prob's own
     z = ((x.mean(0) - mean).abs() / (sd / math.sqrt(SAMPLES) + 1e-9)).max().item()
