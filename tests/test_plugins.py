@@ -128,6 +128,8 @@ def test_a_loose_module_in_the_working_directory_runs_on_the_grid_and_a_changed_
     (cell,) = (tmp_path / "cmp" / "cells").iterdir()
     assert cell.name == "mybounds.MyIWAE_K2_shrink0.5-mybounds.MyBernoulli-seed0"
 
+    if backend == "ray":
+        return  # what follows happens before any cell runs, whatever the backend
     assert pyrovae(*args, cwd=tmp_path).returncode == 0  # the same code: the finished cell stands
     write_module(tmp_path, "edited")
     again = pyrovae(*args, cwd=tmp_path)

@@ -37,8 +37,8 @@ class Subject:
     """What is checked: a name (built-in, entry point, import path, ``pyro.<ELBO>``) or a class,
     with its options; ``make()`` builds a fresh instance."""
 
-    def __init__(self, estimator: str | type, options: dict[str, Any]) -> None:
-        self.estimator, self.options = estimator, dict(options)
+    def __init__(self, estimator: str | type, options: dict[str, Any], draws: int = DRAWS) -> None:
+        self.estimator, self.options, self.draws = estimator, dict(options), draws
         cls = estimator if isinstance(estimator, type) else None
         if isinstance(estimator, str) and not estimator.startswith(estimators.PYRO_PREFIX):
             cls = estimators.REGISTRY.get(estimator)
@@ -53,14 +53,14 @@ class Subject:
         return self.estimator(**self.options)
 
 
-def estimator_checks(estimator: str | type, **options: Any) -> list[Check]:
+def estimator_checks(estimator: str | type, *, draws: int = DRAWS, **options: Any) -> list[Check]:
     """The contract checks of an estimator, each a callable :class:`Check`; for pytest::
 
     @pytest.mark.parametrize("check", estimator_checks("my_module:MyBound"), ids=str)
     def test_my_bound(check):
         check()
     """
-    s = Subject(estimator, options)
+    s = Subject(estimator, options, draws)
     found: list[tuple[str, Callable[[Subject], str]]] = [
         ("is_a_pyro_elbo", is_a_pyro_elbo),
         ("loss_is_the_bound", loss_is_the_bound),
@@ -76,11 +76,12 @@ def estimator_checks(estimator: str | type, **options: Any) -> list[Check]:
     return [Check(name, functools.partial(fn, s), s.label) for name, fn in found]
 
 
-def check_estimator(estimator: str | type, *, skip: tuple[str, ...] = (), **options: Any) -> Report:
+def check_estimator(estimator: str | type, *, skip: tuple[str, ...] = (), draws: int = DRAWS, **options: Any) -> Report:
     """Run every contract check on ``estimator`` (built with ``options``) and return the report;
     ``report.passed``, ``print(report)``, ``report.raise_for_failures()``. ``skip``: check ids to
-    leave out (``"runs_in_a_worker"`` starts a process, a few seconds)."""
-    return run_checks(Subject(estimator, options).label, estimator_checks(estimator, **options), skip)
+    leave out (``"runs_in_a_worker"`` starts a process, a few seconds); ``draws``: draws of each
+    statistical check (more: a smaller bias found)."""
+    return run_checks(Subject(estimator, options).label, estimator_checks(estimator, draws=draws, **options), skip)
 
 
 def fail(s: Subject, message: str) -> CheckFailed:
@@ -142,12 +143,12 @@ def plate_forms_agree(s: Subject) -> str:
 def subsample_size(s: Subject) -> str:
     """Under ``subsample_size`` the loss is unbiased for the loss over all N points."""
     problem = LinearGaussian().perturb()
-    sub = torch.tensor([call(s.make().loss, problem, "size", seed=3000 + r)[0] for r in range(DRAWS)])
-    full = torch.tensor([call(s.make().loss, problem, "all", seed=4000 + r)[0] for r in range(DRAWS)])
-    z = (sub.mean() - full.mean()).abs().item() / math.sqrt(sub.var().item() / DRAWS + full.var().item() / DRAWS)
+    sub = torch.tensor([call(s.make().loss, problem, "size", seed=3000 + r)[0] for r in range(s.draws)])
+    full = torch.tensor([call(s.make().loss, problem, "all", seed=4000 + r)[0] for r in range(s.draws)])
+    z = (sub.mean() - full.mean()).abs().item() / math.sqrt(sub.var().item() / s.draws + full.var().item() / s.draws)
     if not z < Z_LIMIT:
         raise fail(s, f"under subsample_size the mean loss is {sub.mean():.4f}, over all N points as a full batch "
-                   f"{full.mean():.4f} (z = {z:.1f}, {DRAWS} draws each): the N/B-scaled mini-batch loss must "
+                   f"{full.mean():.4f} (z = {z:.1f}, {s.draws} draws each): the N/B-scaled mini-batch loss must "
                    "be unbiased for the full-data loss")  # fmt: skip
     return f"mean loss {sub.mean():.3f} under subsample_size, {full.mean():.3f} over all N (z = {z:.2f})"
 
@@ -173,13 +174,13 @@ def exact_at_the_posterior(s: Subject) -> str:
 def exact_in_expectation(s: Subject, problem: LinearGaussian) -> str:
     """At the exact posterior, the mean loss over draws (``subsample=idx``) against the exact value."""
     exact = -scale_of(problem, "idx") * problem.model.log_px(problem.x[IDX]).sum().item()
-    values = torch.tensor([call(s.make().loss, problem, "idx", seed=8000 + r)[0] for r in range(DRAWS)])
-    z = abs(values.mean().item() - exact) / max(values.std().item() / math.sqrt(DRAWS), 1e-12)
+    values = torch.tensor([call(s.make().loss, problem, "idx", seed=8000 + r)[0] for r in range(s.draws)])
+    z = abs(values.mean().item() - exact) / max(values.std().item() / math.sqrt(s.draws), 1e-12)
     if not z <= Z_LIMIT:
-        raise fail(s, f"at the exact posterior the loss is {values.mean():.6g} on average over {DRAWS} draws, but "
+        raise fail(s, f"at the exact posterior the loss is {values.mean():.6g} on average over {s.draws} draws, but "
                    f"-(N/B) sum log p(x) is {exact:.6g} (z = {z:.1f}): every bound equals log p(x) there, so the "
                    "loss reports something else")  # fmt: skip
-    return f"= -(N/B) sum log p(x) {exact:.4f} in expectation (not on every draw: z = {z:.2f}, {DRAWS} draws)"
+    return f"= -(N/B) sum log p(x) {exact:.4f} in expectation (not on every draw: z = {z:.2f}, {s.draws} draws)"
 
 
 def lower_bound(s: Subject) -> str:
@@ -188,13 +189,13 @@ def lower_bound(s: Subject) -> str:
         raise NotApplicable(f"{s.label}: declares reports_bound = False (its value is not a lower bound)")
     problem = LinearGaussian().perturb()
     exact = problem.model.log_px(problem.x).sum().item()
-    values = torch.tensor([-call(s.make().loss, problem, "all", seed=5000 + r)[0] for r in range(DRAWS)])
-    mean, se = values.mean().item(), values.std().item() / math.sqrt(DRAWS)
+    values = torch.tensor([-call(s.make().loss, problem, "all", seed=5000 + r)[0] for r in range(s.draws)])
+    mean, se = values.mean().item(), values.std().item() / math.sqrt(s.draws)
     z = (mean - exact) / max(se, 1e-12)
     if not z <= Z_LIMIT:  # NaN too
         raise fail(s, f"declares a lower bound, but its mean {mean:.4f} lies above the exact log p(x) {exact:.4f} "
-                   f"(z = {z:.1f} over {DRAWS} draws)")  # fmt: skip
-    return f"mean {mean:.4f} <= exact log p(x) {exact:.4f} (z = {z:+.1f} over {DRAWS} draws)"
+                   f"(z = {z:.1f} over {s.draws} draws)")  # fmt: skip
+    return f"mean {mean:.4f} <= exact log p(x) {exact:.4f} (z = {z:+.1f} over {s.draws} draws)"
 
 
 def reference_of(s: Subject, est: Any) -> str | None:
@@ -219,16 +220,16 @@ def gradient_unbiased(s: Subject) -> str:
     problem = LinearGaussian().perturb()
     params = problem.parameters()
     draws = torch.stack([flat_grad(call(s.make().differentiable_loss, problem, "all", 6000 + r)[0], params)
-                         for r in range(DRAWS)])  # fmt: skip
+                         for r in range(s.draws)])  # fmt: skip
     ref = reference_draws(s, problem, target, params)
     ref_var = ref.var(0) / len(ref) if len(ref) > 1 else torch.zeros_like(ref[0])  # exact: no spread
-    z, i = worst_z(draws.mean(0), ref.mean(0), (draws.var(0) / DRAWS + ref_var).sqrt())
+    z, i = worst_z(draws.mean(0), ref.mean(0), (draws.var(0) / s.draws + ref_var).sqrt())
     if not z <= Z_LIMIT:  # NaN too
         raise fail(s, f"its mean gradient is not the gradient of the {target} it declares: coordinate {i} is "
-                   f"{draws.mean(0)[i]:.5g}, the reference {ref.mean(0)[i]:.5g} (z = {z:.1f}, {DRAWS} draws); "
+                   f"{draws.mean(0)[i]:.5g}, the reference {ref.mean(0)[i]:.5g} (z = {z:.1f}, {s.draws} draws); "
                    "fix the surrogate, or declare unbiased_gradient = False")  # fmt: skip
-    n = draws.shape[1]
-    return f"mean gradient = the {target}'s reference gradient (largest |z| {z:.2f} of {n} coordinates, {DRAWS} draws)"
+    n, r = draws.shape
+    return f"mean gradient = the {target}'s reference gradient (largest |z| {z:.2f} of {r} coordinates, {n} draws)"
 
 
 def reference_draws(s: Subject, problem: LinearGaussian, target: str, params: list) -> torch.Tensor:
@@ -239,9 +240,9 @@ def reference_draws(s: Subject, problem: LinearGaussian, target: str, params: li
         return flat_grad(-problem.elbo(x).sum(), params).unsqueeze(0)
     if target == "iwae":
         k = s.make().num_particles
-        return torch.stack([flat_grad(-problem.iwae(x, k).sum(), params) for _ in range(DRAWS)])
+        return torch.stack([flat_grad(-problem.iwae(x, k).sum(), params) for _ in range(s.draws)])
     return torch.stack([flat_grad(call(s.make().bound_objective, problem, "all", 7000 + r)[0], params)
-                        for r in range(DRAWS)])  # fmt: skip
+                        for r in range(s.draws)])  # fmt: skip
 
 
 def pickles(s: Subject) -> str:
