@@ -25,6 +25,7 @@ from .errors import PyrovaeError, TrainingInterrupted
 from .evaluation.ais import SCHEDULES
 from .evaluation.densities import INITS
 from .evaluation.log_likelihood import METHODS
+from .networks import architecture
 from .run import RESUMABLE, RunDir, choices, evaluate_run, evaluate_run_ais, train
 
 DESCRIPTION = "Train, evaluate and compare variational autoencoders (VAEs) on Pyro and PyTorch."
@@ -51,6 +52,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         ", or a plugin's package.module:Name"
     )
     valid["likelihood"] += ", or a plugin's package.module:Name"
+    valid["architecture"] += ", or a plugin's package.module:Name"
     p.add_argument("--config", metavar="FILE", help="TOML file of config keys (flags override it)")
     for name, f in FIELDS.items():
         default = getattr(defaults, name)
@@ -253,7 +255,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name in args.names:
             _list_plugin(name)
         return 0
-    for kind, reg in (("likelihoods", likelihoods), ("estimators", estimators)):
+    for kind, reg in (("likelihoods", likelihoods), ("estimators", estimators), ("architectures", architecture)):
         print(f"{kind}:")
         for name in reg.names():
             _list_entry(reg, name)
@@ -265,14 +267,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print(f"datasets: {', '.join(sorted(data.DATASETS))}")
     print(f"presets: {', '.join(presets.names())} (or a .toml file of config keys)")
     print("plugins: any package.module:Name in place of a name, or a name an installed package registers")
-    print("  (entry-point groups pyrovae.estimators, pyrovae.likelihoods); pyrovae list package.module:Name shows one")
+    print("  (entry-point groups pyrovae.estimators, pyrovae.likelihoods, pyrovae.architectures);")
+    print("  pyrovae list package.module:Name shows one")
     return 0
 
 
 def _list_entry(reg: Any, name: str) -> None:
     """One line: the name and its options, and a plugin's origin (or why it does not load)."""
     try:
-        options, origin = ", ".join(reg.options(name)) or "-", reg.origin(name)
+        options, origin = ", ".join(reg.REGISTRY.options(name)) or "-", reg.origin(name)
     except PyrovaeError as e:
         print(f"  {name:22s} cannot load: {e}")
         return
@@ -282,7 +285,7 @@ def _list_entry(reg: Any, name: str) -> None:
 def _list_plugin(name: str) -> None:
     """A plugin named on the command line: what kind it is, its options and origin."""
     errors = []
-    for kind, reg in (("estimator", estimators), ("likelihood", likelihoods)):
+    for kind, reg in (("estimator", estimators), ("likelihood", likelihoods), ("architecture", architecture)):
         try:
             reg.REGISTRY.get(name)
         except PyrovaeError as e:
@@ -292,7 +295,7 @@ def _list_plugin(name: str) -> None:
         _list_entry(reg, name)
         return
     if "not a subclass" in errors[0]:
-        raise PyrovaeError(f"{name!r} is neither an estimator (a pyro.infer.ELBO) nor a likelihood (a Likelihood)")
+        raise PyrovaeError(f"{name!r} is not an estimator (a pyro.infer.ELBO), likelihood or architecture")
     raise PyrovaeError(errors[0])
 
 

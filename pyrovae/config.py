@@ -58,7 +58,7 @@ class Config:
     # model
     likelihood: str = _key("bernoulli", "p(x | z), a registered likelihood")
     likelihood_options: dict[str, Any] = _key({}, "options of the likelihood")
-    architecture: str = _key("mlp", "encoder and decoder: fully connected (mlp) or convolutional (conv)")
+    architecture: str = _key("mlp", "encoder and decoder: fully connected (mlp), convolutional (conv), or a plugin's")
     hidden: list[int] = _key([400], "hidden layer sizes of the MLP encoder (the decoder mirrors them)")
     activation: str = _key("relu", "the nonlinearity between layers")
     z_dim: int = _key(50, "size of the latent code z")

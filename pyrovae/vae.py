@@ -14,12 +14,11 @@ from . import likelihoods
 from .errors import ConfigError
 from .families import Family, FlowGuide, HierarchicalGuide, HierarchicalModel, VAEGuide, VAEModel, build, check_family
 from .likelihoods import Likelihood
-from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .networks import Shapes, architecture
 
-ARCHITECTURES = ("mlp", "conv")
 _names = itertools.count()
 
-__all__ = ["ARCHITECTURES", "VAE", "VAEGuide", "VAEModel"]
+__all__ = ["VAE", "VAEGuide", "VAEModel"]
 
 
 class VAE(nn.Module):
@@ -39,7 +38,8 @@ class VAE(nn.Module):
         likelihood_options: options for ``likelihoods.make``.
         hidden: hidden layer sizes of the MLP encoder (the decoder mirrors them).
         activation: "relu", "softplus", "tanh" or "elu".
-        architecture: "mlp" or "conv" (needs ``image_shape``).
+        architecture: "mlp", "conv" (needs ``image_shape``), or a plugin's name or import path
+            (:mod:`pyrovae.networks.architecture`).
         image_shape: (C, H, W) of a data point, for the conv nets.
         encoder, decoder: your own modules: ``encoder(x) -> (mu, sigma)``, each ``[B, z_dim]``, given
             the data as the likelihood models it (8-bit levels 0..255 for ``"counts"`` likelihoods,
@@ -73,8 +73,7 @@ class VAE(nn.Module):
     ) -> None:
         super().__init__()
         family = _family(family, family_keys)
-        if architecture not in ARCHITECTURES:
-            raise ConfigError(f"unknown architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}")
+        builder = architecture_of(architecture)
         likelihood = _likelihood(likelihood, likelihood_options, x_dim)
         self.name = name if name is not None else f"vae{next(_names)}"
         check_family(family, architecture, z_dim)
@@ -82,7 +81,7 @@ class VAE(nn.Module):
         self.x_dim, self.z_dim = x_dim, family.latents[0] if family.latents else z_dim  # the layer next to x
         if family.is_default:
             encoder, decoder = _networks(
-                self.z_dim, likelihood, x_dim, tuple(hidden), activation, architecture, image_shape, encoder, decoder
+                self.z_dim, likelihood, x_dim, tuple(hidden), activation, builder, image_shape, encoder, decoder
             )
             self.model = VAEModel(decoder, likelihood, self.z_dim, f"{self.name}.model")
             self.guide = VAEGuide(encoder, f"{self.name}.guide")
@@ -128,24 +127,27 @@ def _likelihood(likelihood: str | Likelihood, options: dict[str, Any] | None, x_
     return likelihood
 
 
+def architecture_of(name: str) -> architecture.Architecture:
+    """The architecture named (one line with the valid names if there is none)."""
+    if name in ("mlp", "conv") or ":" in name or name in architecture.REGISTRY.plugin_names():
+        return architecture.make(name)
+    raise ConfigError(
+        f"unknown architecture {name!r}; valid: {', '.join(architecture.names())}, or a plugin's package.module:Name"
+    )
+
+
 def _networks(
     z_dim: int,
     likelihood: Likelihood,
     x_dim: int,
     hidden: tuple[int, ...],
     activation: str,
-    architecture: str,
+    builder: architecture.Architecture,
     image_shape: Sequence[int] | None,
     encoder: nn.Module | None,
     decoder: nn.Module | None,
 ) -> tuple[nn.Module, nn.Module]:
-    """The one-Gaussian VAE's encoder and decoder: the user's, or pyrovae's MLP or conv nets."""
-    if architecture == "conv":
-        if image_shape is None:
-            raise ConfigError("architecture 'conv' needs image_shape=(C, H, W)")
-        encoder = encoder or ConvEncoder(image_shape, z_dim, act=activation, input_scale=likelihood.input_scale)
-        decoder = decoder or ConvDecoder(image_shape, z_dim, likelihood.num_params, act=activation)
-        return encoder, decoder
-    encoder = encoder or MLPEncoder(x_dim, z_dim, hidden, activation, input_scale=likelihood.input_scale)
-    decoder = decoder or MLPDecoder(z_dim, likelihood.num_params * x_dim, hidden, activation)
-    return encoder, decoder
+    """The one-Gaussian VAE's encoder and decoder: the user's, or the architecture's."""
+    shape = tuple(image_shape) if image_shape is not None else None
+    s = Shapes(x_dim, z_dim, likelihood.num_params, hidden, activation, shape, likelihood.input_scale)
+    return encoder or builder.encoder(s), decoder or builder.decoder(s)

@@ -54,6 +54,8 @@ def compare_command(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
+    if str(HERE) not in sys.path:  # the check imports vargrad:VarGrad from this folder, as the grid does
+        sys.path.insert(0, str(HERE))
     skip = ("runs_in_a_worker",) if args.small else ()
     report = check_estimator(PLUGIN, num_particles=args.k, skip=skip)
     print(report, flush=True)
@@ -71,6 +73,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if str(HERE) not in sys.path:  # the check imports vargrad:VarGrad from this folder
-        sys.path.insert(0, str(HERE))
     main()

@@ -14,8 +14,8 @@ from .. import data, estimators, likelihoods, tracking
 from ..config import Config
 from ..errors import ConfigError
 from ..families import FLOWS, GUIDES, LATENTS, PRIORS, Family, check_family
-from ..networks import ACTIVATIONS
-from ..vae import ARCHITECTURES, VAE
+from ..networks import ACTIVATIONS, architecture
+from ..vae import VAE, architecture_of
 from . import schedules
 from .memory import check_memory
 from .step import COMPILE_MODES
@@ -136,6 +136,7 @@ def plugins_of(cfg: Config) -> dict[str, dict[str, Any]]:
     for key, origin in (
         ("estimator", _estimator_origin(cfg.estimator)),
         ("likelihood", likelihoods.origin(cfg.likelihood)),
+        ("architecture", architecture.origin(cfg.architecture)),
     ):
         if origin is not None:
             found[key] = origin.to_dict()
@@ -154,7 +155,7 @@ def choices() -> dict[str, list[str]]:
         "dataset": sorted(data.DATASETS),
         "binarization": list(data.BINARIZATIONS),
         "likelihood": likelihoods.names(),
-        "architecture": list(ARCHITECTURES),
+        "architecture": architecture.names(),
         "activation": sorted(ACTIVATIONS),
         "estimator": estimators.names(),
         "compile": list(COMPILE_MODES),
@@ -170,11 +171,12 @@ def check_config(cfg: Config) -> Config:
     """Check every name, option, range and combination of ``cfg`` now, so a typo fails before any
     training, in one :class:`ConfigError` line that names the valid choices. Returns ``cfg``."""
     for name, valid in choices().items():
-        if name not in ("likelihood", "estimator", "tracking"):  # their own checks say it, below
+        if name not in ("likelihood", "estimator", "architecture", "tracking"):  # their own checks say it, below
             _one_of(name, getattr(cfg, name), valid)
     if cfg.dataset == "npz" and not cfg.data_path:
         raise ConfigError("dataset 'npz' needs data_path, the .npz file to read")
     likelihoods.make(cfg.likelihood, x_dim=1, **cfg.likelihood_options)
+    architecture_of(cfg.architecture)
     estimator = make_estimator(cfg)
     _check_numbers(cfg)
     family = Family.of(cfg)

@@ -76,6 +76,26 @@ class Unpicklable(IWAELike):
         return logmeanexp(self.transform(w.log_w(kl_weight)), 0)
 
 
+class VarGradOverK(Estimator):
+    """The tutorial's VarGrad with the sample variance normalized by K, not K - 1: the guide's
+    gradient is then (K - 1) / K of the ELBO's."""
+
+    supports_score_function = True
+    detach_latents = True
+
+    @property
+    def estimates(self) -> str:
+        return "elbo"
+
+    def point_bound(self, w: LogWeights, kl_weight: float = 1.0) -> torch.Tensor:
+        return w.log_w(kl_weight).mean(0)
+
+    def point_surrogate(self, w: LogWeights, kl_weight: float) -> torch.Tensor:
+        log_p = w.log_lik + kl_weight * w.log_prior
+        lw = log_p.detach() - kl_weight * w.log_q
+        return log_p.mean(0) - 0.5 * (lw - lw.mean(0)).pow(2).mean(0)
+
+
 class Unnormalized(BernoulliLikelihood):
     """A Bernoulli whose log_prob is off by a constant."""
 
