@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any, NoReturn
 
 from tqdm.auto import tqdm
@@ -52,7 +53,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         ", or a plugin's package.module:Name"
     )
     valid["likelihood"] += ", or a plugin's package.module:Name"
-    valid["architecture"] += ", or a plugin's package.module:Name"
+    for key in ("architecture", "guide", "prior"):
+        valid[key] += ", or a plugin's package.module:Name"
     p.add_argument("--config", metavar="FILE", help="TOML file of config keys (flags override it)")
     for name, f in FIELDS.items():
         default = getattr(defaults, name)
@@ -264,28 +266,35 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print('families (config keys; combine them, e.g. latents = [100, 50] with guide = "iaf"):')
     for name, (what, keys) in families.FAMILIES.items():
         print(f"  {name:22s} {what}; options: {', '.join(keys)}")
+    for kind, registry in (("guides", families.GUIDE_PLUGINS), ("priors", families.PRIOR_PLUGINS)):
+        for name in registry.plugin_names():  # installed plugins' guides and priors (the families' own above)
+            _list_entry(SimpleNamespace(REGISTRY=registry, origin=registry.origin), name, kind[:-1])
     print(f"datasets: {', '.join(sorted(data.DATASETS))}")
     print(f"presets: {', '.join(presets.names())} (or a .toml file of config keys)")
     print("plugins: any package.module:Name in place of a name, or a name an installed package registers")
-    print("  (entry-point groups pyrovae.estimators, pyrovae.likelihoods, pyrovae.architectures);")
+    print("  (entry-point groups pyrovae.estimators, .likelihoods, .architectures, .guides, .priors);")
     print("  pyrovae list package.module:Name shows one")
     return 0
 
 
-def _list_entry(reg: Any, name: str) -> None:
+def _list_entry(reg: Any, name: str, kind: str = "") -> None:
     """One line: the name and its options, and a plugin's origin (or why it does not load)."""
+    name_shown = f"{kind} {name}" if kind else name
     try:
         options, origin = ", ".join(reg.REGISTRY.options(name)) or "-", reg.origin(name)
     except PyrovaeError as e:
-        print(f"  {name:22s} cannot load: {e}")
+        print(f"  {name_shown:22s} cannot load: {e}")
         return
-    print(f"  {name:22s} options: {options}" + (f"; plugin {origin.describe()}" if origin else ""))
+    print(f"  {name_shown:22s} options: {options}" + (f"; plugin {origin.describe()}" if origin else ""))
 
 
 def _list_plugin(name: str) -> None:
     """A plugin named on the command line: what kind it is, its options and origin."""
     errors = []
-    for kind, reg in (("estimator", estimators), ("likelihood", likelihoods), ("architecture", architecture)):
+    guides = SimpleNamespace(REGISTRY=families.GUIDE_PLUGINS, origin=families.GUIDE_PLUGINS.origin)
+    priors = SimpleNamespace(REGISTRY=families.PRIOR_PLUGINS, origin=families.PRIOR_PLUGINS.origin)
+    kinds = (("estimator", estimators), ("likelihood", likelihoods), ("architecture", architecture))
+    for kind, reg in (*kinds, ("guide", guides), ("prior", priors)):
         try:
             reg.REGISTRY.get(name)
         except PyrovaeError as e:
@@ -295,7 +304,9 @@ def _list_plugin(name: str) -> None:
         _list_entry(reg, name)
         return
     if "not a subclass" in errors[0]:
-        raise PyrovaeError(f"{name!r} is not an estimator (a pyro.infer.ELBO), likelihood or architecture")
+        raise PyrovaeError(
+            f"{name!r} is not an estimator (a pyro.infer.ELBO), likelihood, architecture, guide or prior"
+        )
     raise PyrovaeError(errors[0])
 
 

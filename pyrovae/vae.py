@@ -12,7 +12,17 @@ from torch import Tensor, nn
 
 from . import likelihoods
 from .errors import ConfigError
-from .families import Family, FlowGuide, HierarchicalGuide, HierarchicalModel, VAEGuide, VAEModel, build, check_family
+from .families import (
+    Family,
+    FlowGuide,
+    HierarchicalGuide,
+    HierarchicalModel,
+    PluginGuide,
+    VAEGuide,
+    VAEModel,
+    build,
+    check_family,
+)
 from .likelihoods import Likelihood
 from .networks import Shapes, architecture
 
@@ -53,7 +63,7 @@ class VAE(nn.Module):
     """
 
     model: VAEModel | HierarchicalModel
-    guide: VAEGuide | FlowGuide | HierarchicalGuide
+    guide: VAEGuide | FlowGuide | HierarchicalGuide | PluginGuide
 
     def __init__(
         self,

@@ -218,7 +218,9 @@ def test_list_shows_a_plugin_named_on_the_command_line(tmp_path, monkeypatch, ca
     out = capsys.readouterr().out
     assert out.startswith("likelihood:\n") and "options: temperature; plugin mybounds:MyBernoulli" in out
     assert cli.main(["list", "mybounds:logmeanexp"]) == 2
-    assert "is not an estimator (a pyro.infer.ELBO), likelihood or architecture" in capsys.readouterr().err
+    assert (
+        "is not an estimator (a pyro.infer.ELBO), likelihood, architecture, guide or prior" in capsys.readouterr().err
+    )
 
 
 def test_the_tutorial_module_is_what_the_readme_shows():
@@ -226,3 +228,55 @@ def test_the_tutorial_module_is_what_the_readme_shows():
     source = Path(__file__).parents[1].joinpath("examples", "own_estimator", "vargrad.py").read_text()
     body = source[source.index("class VarGrad") :]
     assert textwrap.dedent(body).strip() in text  # the README quotes the class as it is
+
+
+FAMILY = """
+import pyro.distributions as dist
+import torch
+from torch import nn
+from pyrovae.families import GuideNetwork, PriorNetwork
+
+
+class SoftplusGuide(GuideNetwork):
+    def __init__(self, shapes, width: int = 16) -> None:
+        super().__init__(shapes)
+        self.net = nn.Sequential(nn.Linear(shapes.x_dim, width), nn.Tanh(), nn.Linear(width, 2 * shapes.z_dim))
+
+    def forward(self, x):
+        loc, raw = self.net(x * self.shapes.input_scale).chunk(2, -1)
+        return dist.Normal(loc, nn.functional.softplus(raw) + 1e-3).to_event(1)
+
+
+class ScaledPrior(PriorNetwork):
+    def __init__(self, shapes) -> None:
+        super().__init__(shapes)
+        self.log_scale = nn.Parameter(torch.zeros(shapes.z_dim))
+
+    def forward(self, batch_size):
+        scale = self.log_scale.exp().expand(batch_size, self.shapes.z_dim)
+        return dist.Normal(torch.zeros_like(scale), scale).to_event(1)
+"""
+
+
+def test_a_plugin_guide_and_prior_train_and_are_recorded(tmp_path, monkeypatch, capsys):
+    (tmp_path / "myfamily.py").write_text(FAMILY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    family = ["--guide", "myfamily:SoftplusGuide", "--prior", "myfamily:ScaledPrior"]
+    assert cli.main(["train", *family, "--estimator", "dreg", "--num-particles", "2", "--out", str(tmp_path / "run"),
+                     *TRAIN]) == 0  # fmt: skip
+    plugins = json.loads((tmp_path / "run" / "identity.json").read_text())["plugins"]
+    assert plugins["guide"]["import_path"] == "myfamily:SoftplusGuide"
+    assert plugins["prior"]["import_path"] == "myfamily:ScaledPrior"
+    refused = {
+        "--latents 4,2": "a plugin guide and prior is one layer's; use latents of one size",
+        "--estimator analytic_elbo": "needs a closed-form KL, which a guide 'myfamily:SoftplusGuide' does not have",
+    }
+    for flags, message in refused.items():
+        capsys.readouterr()
+        argv = ["train", *family, *flags.split(), "--out", str(tmp_path / "bad"), *TRAIN]
+        assert cli.main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert cli.main(["train", "--prior", "myfamily:SoftplusGuide", "--out", str(tmp_path / "bad"), *TRAIN]) == 2
+    assert "is SoftplusGuide, not a subclass of pyrovae.families.plugin.PriorNetwork" in capsys.readouterr().err
+    assert cli.main(["list", "myfamily:ScaledPrior"]) == 0
+    assert capsys.readouterr().out.startswith("prior:\n  myfamily:ScaledPrior")

@@ -12,11 +12,15 @@ from typing import Any, TypedDict
 
 from ..errors import ConfigError
 from ..likelihoods import Likelihood
-from ..networks import MLPDecoder, MLPEncoder
+from ..networks import MLPDecoder, MLPEncoder, Shapes
+from ..plugins import Origin
 from .flows import FlowGuide, FlowLayer
 from .gaussian import VAEGuide, VAEModel
 from .hierarchical import HierarchicalGuide, HierarchicalModel
 from .mixture import MixturePriorModel
+from .plugin import GUIDES as GUIDE_PLUGINS
+from .plugin import PRIORS as PRIOR_PLUGINS
+from .plugin import PluginGuide, PluginPriorModel, is_plugin, make_guide, make_prior, origin_of, valid_words
 from .vamp import VampPriorModel
 
 LATENTS = ("gaussian", "bernoulli")
@@ -76,7 +80,7 @@ class Family:
     def closed_form_kl(self) -> bool:
         """Whether KL(q || p) has a closed form at every layer (not with a flow guide or a mixture
         prior)."""
-        return self.guide not in FLOWS and self.prior not in MIXTURES
+        return self.guide == "gaussian" and self.prior == "gaussian"  # not a flow, mixture or plugin
 
     @property
     def is_default(self) -> bool:
@@ -84,11 +88,21 @@ class Family:
         return len(self.latents) <= 1 and (self.latent, self.guide, self.prior) == ("gaussian",) * 3
 
 
+def plugin_origins(cfg: Family) -> dict[str, Origin | None]:
+    """The origins of a plugin guide and prior (None where the family's own is used)."""
+    return {"guide": origin_of(GUIDE_PLUGINS, cfg.guide, GUIDES), "prior": origin_of(PRIOR_PLUGINS, cfg.prior, PRIORS)}
+
+
 def check_family(cfg: Family, architecture: str = "mlp", z_dim: int = 50) -> None:
     """The family's own checks: names, sizes, combinations (without the estimator)."""
-    for key, valid in (("latent", LATENTS), ("guide", GUIDES), ("prior", PRIORS)):
-        if getattr(cfg, key) not in valid:
-            raise ConfigError(f"unknown {key} {getattr(cfg, key)!r}; valid: {', '.join(valid)}")
+    if cfg.latent not in LATENTS:
+        raise ConfigError(f"unknown latent {cfg.latent!r}; valid: {', '.join(LATENTS)}")
+    for key, registry, valid in (("guide", GUIDE_PLUGINS, GUIDES), ("prior", PRIOR_PLUGINS, PRIORS)):
+        value = getattr(cfg, key)
+        if is_plugin(registry, value, valid):
+            registry.get(value)  # one line if it does not import or is not a guide or prior network
+        elif value not in valid:
+            raise ConfigError(f"unknown {key} {value!r}; valid: {valid_words(registry, valid)}")
     if any(d < 1 for d in cfg.latents):
         raise ConfigError(f"latents sizes must be >= 1, got {list(cfg.latents)}")
     bottom = cfg.latents[0] if cfg.latents else z_dim
@@ -123,7 +137,13 @@ def check_family(cfg: Family, architecture: str = "mlp", z_dim: int = 50) -> Non
             f"prior {cfg.prior!r} is one layer's prior; use latents of one size (or z_dim), "
             f"got latents {list(cfg.latents)}"
         )
-    if cfg.prior == "vamp" and cfg.guide in FLOWS:
+    plugins = [k for k in ("guide", "prior") if getattr(cfg, k) not in {"guide": GUIDES, "prior": PRIORS}[k]]
+    if plugins and len(cfg.latents) > 1:
+        raise ConfigError(
+            f"a plugin {' and '.join(plugins)} is one layer's; use latents of one size (or z_dim), got latents "
+            f"{list(cfg.latents)}"
+        )
+    if cfg.prior == "vamp" and cfg.guide != "gaussian":
         raise ConfigError(
             f"prior 'vamp' with guide {cfg.guide!r}: the VampPrior is a mixture of the guide's "
             "gaussian; valid with vamp: guide 'gaussian'"
@@ -132,13 +152,13 @@ def check_family(cfg: Family, architecture: str = "mlp", z_dim: int = 50) -> Non
 
 def build(
     family: Family, x_dim: int, z_dim: int, likelihood: Likelihood, hidden: Sequence[int], activation: str, name: str
-) -> tuple[VAEModel | HierarchicalModel, VAEGuide | FlowGuide | HierarchicalGuide]:
+) -> tuple[VAEModel | HierarchicalModel, VAEGuide | FlowGuide | HierarchicalGuide | PluginGuide]:
     """The (model, guide) pair of ``family``; parameter names start with ``name``."""
     check_family(family, "mlp", z_dim)
     model_name, guide_name = f"{name}.model", f"{name}.guide"
     flow: _FlowOptions = {"flow": family.guide, "flow_layers": family.flow_layers, "flow_hidden": family.flow_hidden}
     model: VAEModel | HierarchicalModel
-    guide: VAEGuide | FlowGuide | HierarchicalGuide
+    guide: VAEGuide | FlowGuide | HierarchicalGuide | PluginGuide
     if len(family.latents) > 1 or family.latent != "gaussian":
         latents = family.latents or (z_dim,)
         model = HierarchicalModel(x_dim, latents, likelihood, hidden, activation, family.latent, name=model_name)
@@ -151,7 +171,10 @@ def build(
             )
         return model, guide
     d = family.latents[0] if family.latents else z_dim
-    if family.guide in FLOWS:
+    shapes = Shapes(x_dim, d, likelihood.num_params, tuple(hidden), activation, None, likelihood.input_scale)
+    if family.guide not in GUIDES:
+        guide = PluginGuide(make_guide(family.guide, shapes), guide_name)
+    elif family.guide in FLOWS:
         guide = FlowGuide(x_dim, d, hidden, activation, likelihood.input_scale, **flow, name=guide_name)
     else:
         guide = VAEGuide(MLPEncoder(x_dim, d, hidden, activation, input_scale=likelihood.input_scale), guide_name)
@@ -160,6 +183,8 @@ def build(
         model = VampPriorModel(
             decoder, likelihood, d, model_name, guide=guide, x_dim=x_dim, num_components=family.prior_components
         )
+    elif family.prior not in PRIORS:
+        model = PluginPriorModel(decoder, likelihood, d, model_name, make_prior(family.prior, shapes))
     elif family.prior == "mog":
         model = MixturePriorModel(decoder, likelihood, d, model_name, num_components=family.prior_components)
     else:

@@ -13,7 +13,7 @@ import torch
 from .. import data, estimators, likelihoods, tracking
 from ..config import Config
 from ..errors import ConfigError
-from ..families import FLOWS, GUIDES, LATENTS, PRIORS, Family, check_family
+from ..families import GUIDES, LATENTS, PRIORS, Family, check_family, plugin_origins
 from ..networks import ACTIVATIONS, architecture
 from ..vae import VAE, architecture_of
 from . import schedules
@@ -137,6 +137,7 @@ def plugins_of(cfg: Config) -> dict[str, dict[str, Any]]:
         ("estimator", _estimator_origin(cfg.estimator)),
         ("likelihood", likelihoods.origin(cfg.likelihood)),
         ("architecture", architecture.origin(cfg.architecture)),
+        *plugin_origins(Family.of(cfg)).items(),
     ):
         if origin is not None:
             found[key] = origin.to_dict()
@@ -171,7 +172,7 @@ def check_config(cfg: Config) -> Config:
     """Check every name, option, range and combination of ``cfg`` now, so a typo fails before any
     training, in one :class:`ConfigError` line that names the valid choices. Returns ``cfg``."""
     for name, valid in choices().items():
-        if name not in ("likelihood", "estimator", "architecture", "tracking"):  # their own checks say it, below
+        if name not in ("likelihood", "estimator", "architecture", "guide", "prior", "tracking"):  # checked below
             _one_of(name, getattr(cfg, name), valid)
     if cfg.dataset == "npz" and not cfg.data_path:
         raise ConfigError("dataset 'npz' needs data_path, the .npz file to read")
@@ -228,7 +229,7 @@ def _check_estimator_on_family(cfg: Config, estimator: pyro.infer.ELBO, family: 
             f"discrete; valid with latent {family.latent!r}: {', '.join(valid)}"
         )
     if isinstance(estimator, estimators.AnalyticELBO) and not family.closed_form_kl:
-        what = f"guide {family.guide!r}" if family.guide in FLOWS else f"prior {family.prior!r}"
+        what = f"guide {family.guide!r}" if family.guide != "gaussian" else f"prior {family.prior!r}"
         raise ConfigError(
             f"estimator {cfg.estimator!r} needs a closed-form KL, which a {what} does not have; "
             "use 'elbo' (the same bound, Monte Carlo KL)"
