@@ -15,7 +15,7 @@ PYRO_CASES = {"pyro.Trace_ELBO": ("pyro.Trace_ELBO", {}), "pyro.TraceMeanField_E
 @pytest.mark.parametrize("case", [*CASES, *PYRO_CASES])
 def test_every_builtin_estimator_passes_the_kit(case):
     name, options = {**CASES, **PYRO_CASES}[case]
-    report = check_estimator(name, skip=WORKER, draws=60, **options)
+    report = check_estimator(name, skip=WORKER, draws=40, **options)
     assert report.passed, str(report)
     ran = {o.check for o in report.outcomes if o.status == "passed"}
     assert {"loss_is_the_bound", "plate_forms_agree", "subsample_size", "exact_at_the_posterior"} <= ran
