@@ -266,9 +266,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print('families (config keys; combine them, e.g. latents = [100, 50] with guide = "iaf"):')
     for name, (what, keys) in families.FAMILIES.items():
         print(f"  {name:22s} {what}; options: {', '.join(keys)}")
-    for kind, registry in (("guides", families.GUIDE_PLUGINS), ("priors", families.PRIOR_PLUGINS)):
-        for name in registry.plugin_names():  # installed plugins' guides and priors (the families' own above)
-            _list_entry(SimpleNamespace(REGISTRY=registry, origin=registry.origin), name, kind[:-1])
+    for kind, reg in _family_plugins():
+        for name in reg.REGISTRY.plugin_names():  # installed plugins' guides and priors (the families' own above)
+            _list_entry(reg, name, kind)
     print(f"datasets: {', '.join(sorted(data.DATASETS))}")
     print(f"presets: {', '.join(presets.names())} (or a .toml file of config keys)")
     print("plugins: any package.module:Name in place of a name, or a name an installed package registers")
@@ -288,13 +288,19 @@ def _list_entry(reg: Any, name: str, kind: str = "") -> None:
     print(f"  {name_shown:22s} options: {options}" + (f"; plugin {origin.describe()}" if origin else ""))
 
 
+def _family_plugins() -> tuple[tuple[str, Any], ...]:
+    """The guide and prior plugin registries, shaped like the estimators and likelihoods modules."""
+    return tuple(
+        (kind, SimpleNamespace(REGISTRY=registry, origin=registry.origin))
+        for kind, registry in (("guide", families.GUIDE_PLUGINS), ("prior", families.PRIOR_PLUGINS))
+    )
+
+
 def _list_plugin(name: str) -> None:
     """A plugin named on the command line: what kind it is, its options and origin."""
     errors = []
-    guides = SimpleNamespace(REGISTRY=families.GUIDE_PLUGINS, origin=families.GUIDE_PLUGINS.origin)
-    priors = SimpleNamespace(REGISTRY=families.PRIOR_PLUGINS, origin=families.PRIOR_PLUGINS.origin)
     kinds = (("estimator", estimators), ("likelihood", likelihoods), ("architecture", architecture))
-    for kind, reg in (*kinds, ("guide", guides), ("prior", priors)):
+    for kind, reg in (*kinds, *_family_plugins()):
         try:
             reg.REGISTRY.get(name)
         except PyrovaeError as e:
