@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..plugins import Origin
 
 # each import registers its estimator
-from . import analytic_elbo, ciwae, dreg, elbo, iwae, miwae, piwae, renyi, rws, stl, vimco  # noqa: F401
+from . import analytic_elbo, ciwae, dreg, elbo, iwae, jvi, miwae, piwae, renyi, rws, stl, sumo, tvo, vargrad, vimco  # noqa: F401
 from .analytic_elbo import AnalyticELBO
 from .base import REGISTRY, Estimator, path_surrogate, scaled_sum
 from .direct import DirectGuide, DirectLogWeights, DirectModel
