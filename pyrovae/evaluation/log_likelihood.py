@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -28,6 +29,13 @@ AIS_OPTIONS = (
     "points_per_chunk",
     "progress",
 )
+
+
+def fixed_parameters(model: Callable) -> AbstractContextManager:
+    """The model's ``fixed_parameters()`` scope where it has one (what depends on its parameters
+    alone is computed once inside it: the VampPrior's pseudo-input encodings), else nothing."""
+    scope = getattr(model, "fixed_parameters", None)
+    return scope() if callable(scope) else nullcontext()
 
 
 def log_likelihood(
@@ -58,7 +66,8 @@ def log_likelihood(
     Every chunk scores the same data points: a plate that draws its own subsample
     (``subsample_size=B``) draws it once, in the first chunk, and ``subsample_pin`` (a
     :class:`~pyrovae.estimators.SubsamplePin`) holds those indices afterwards, or passes in the
-    ones of an earlier draw.
+    ones of an earlier draw. The whole estimate runs inside the model's ``fixed_parameters()``
+    where it has one, so what depends on the parameters alone is computed once, not per chunk.
 
     References: Burda, Grosse & Salakhutdinov 2016, "Importance Weighted Autoencoders".
     """
@@ -76,7 +85,7 @@ def log_likelihood(
         max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
     pin = SubsamplePin() if subsample_pin is None else subsample_pin
     running: Tensor | None = None
-    with torch.no_grad():
+    with torch.no_grad(), fixed_parameters(model):
         done = 0
         while done < num_samples:
             k = min(chunk_size, num_samples - done)

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..likelihoods import Likelihood
 from .gaussian import VAEModel
+from .gaussian_mixture import DiagonalGaussianMixture
 
 
 class MixturePriorModel(VAEModel):
@@ -16,10 +17,11 @@ class MixturePriorModel(VAEModel):
         p(z) = sum_c softmax(logits)_c N(z; loc_c, diag exp(log_scale_c)^2),
 
     log p(z) = logsumexp_c [log softmax(logits)_c + log N(z; loc_c, ...)], ``[K, B]`` at
-    ``[K, B, z_dim]``. Only ``prior()`` changes, so the fast path, ``log_prob_terms`` and the
-    traced path all use it. No KL from a Gaussian to a mixture is known in closed form:
-    the library's "analytic_elbo" takes the Monte Carlo term log q - log p there, i.e. it equals "elbo"
-    (a run's config refuses the pair in one line, since the name would promise a closed form).
+    ``[K, B, z_dim]``, as a matrix product (:class:`DiagonalGaussianMixture`). Only ``prior()``
+    changes, so the fast path, ``log_prob_terms`` and the traced path all use it. No KL from a
+    Gaussian to a mixture is known in closed form: the library's "analytic_elbo" takes the Monte
+    Carlo term log q - log p there, i.e. it equals "elbo" (a run's config refuses the pair in one
+    line, since the name would promise a closed form).
 
     Parameters: ``logits [C]`` (start 0: equal weights), ``locs [C, z_dim]`` (start N(0, I), spread
     over the standard prior's bulk), ``log_scales [C, z_dim]`` (start 0: unit scales).
@@ -45,6 +47,5 @@ class MixturePriorModel(VAEModel):
         self.log_scales = nn.Parameter(like.new_zeros(num_components, z_dim))  # [C, z_dim]
 
     def prior(self, batch_size: int) -> dist.TorchDistribution:
-        components = dist.Normal(self.locs, self.log_scales.exp()).to_event(1)  # batch [C], event [z_dim]
-        weights = dist.Categorical(logits=self.logits)
-        return dist.MixtureSameFamily(weights, components).expand([batch_size])  # batch [B], event [z_dim]
+        prior = DiagonalGaussianMixture(self.logits, self.locs, self.log_scales.exp())  # event [z_dim]
+        return prior.expand([batch_size])  # batch [B], event [z_dim]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import pyro.distributions as dist
@@ -10,6 +12,7 @@ from torch import Tensor, nn
 
 from ..likelihoods import Likelihood
 from .gaussian import VAEModel
+from .gaussian_mixture import mixture
 
 # the range of the data each likelihood's loaders produce, where it is bounded (Likelihood.data_kind)
 DATA_BOUNDS = {"binary": (0.0, 1.0), "unit": (0.0, 1.0), "counts": (0.0, 255.0)}
@@ -28,7 +31,12 @@ class VampPriorModel(VAEModel):
 
     the guide's own q(z | x) at C learned pseudo-inputs u_c ``[C, x_dim]`` (its encoder, shared
     weights). Only ``prior()`` changes, so the fast path, ``log_prob_terms`` and the traced path
-    all use it; its log density is a logsumexp over the C components, ``[K, B]`` at ``[K, B, z_dim]``.
+    all use it; its log density is a logsumexp over the C components, ``[K, B]`` at ``[K, B, z_dim]``,
+    as a matrix product (:class:`~pyrovae.families.gaussian_mixture.DiagonalGaussianMixture`).
+    Inside ``fixed_parameters()`` (an evaluation: :func:`pyrovae.evaluation.log_likelihood` enters
+    it) the pseudo-inputs' encodings are computed once, by the first ``prior()`` under no_grad, and
+    reused by every later one there; with gradients on, and outside, ``prior()`` encodes afresh, so
+    training always differentiates through the pseudo-inputs of the current step.
     No KL from a Gaussian to a mixture is known in closed form: the library's "analytic_elbo"
     takes the Monte Carlo term log q - log p there, i.e. it equals "elbo" (a run's config refuses
     the pair in one line, since the name would promise a closed form).
@@ -90,6 +98,7 @@ class VampPriorModel(VAEModel):
         elif tuple(init.shape) != (num_components, x_dim):
             raise ValueError(f"init must have shape [{num_components}, {x_dim}], got {list(init.shape)}")
         self.pseudo_inputs = nn.Parameter(init.detach().clone().to(self.prior_loc))  # [C, x_dim]
+        self.held: dict[str, dist.TorchDistribution] | None = None  # see fixed_parameters
 
     def inputs(self) -> Tensor:
         """The pseudo-inputs u_c in the data's range, ``[C, x_dim]``."""
@@ -97,7 +106,28 @@ class VampPriorModel(VAEModel):
             return self.pseudo_inputs
         return self.pseudo_inputs.clamp(*self.bounds)  # hardtanh: zero gradient outside
 
+    @contextmanager
+    def fixed_parameters(self) -> Iterator[None]:
+        """A scope in which the caller leaves the parameters (pseudo-inputs and encoder) as they
+        are: the first ``prior()`` under no_grad encodes the pseudo-inputs, later ones under
+        no_grad reuse that encoding; with gradients on it is not used. Dropped on exit (nested
+        scopes share the outermost one's)."""
+        outer = self.held
+        self.held = {} if outer is None else outer
+        try:
+            yield
+        finally:
+            self.held = outer
+
+    def components(self) -> dist.TorchDistribution:
+        """q(z | u_c) at the pseudo-inputs: batch ``[C]``, event ``[z_dim]`` (held inside
+        ``fixed_parameters`` under no_grad)."""
+        if self.held is None or torch.is_grad_enabled():
+            return self.guide.distribution(self.inputs())
+        if "components" not in self.held:
+            self.held["components"] = self.guide.distribution(self.inputs())
+        return self.held["components"]
+
     def prior(self, batch_size: int) -> dist.TorchDistribution:
-        components = self.guide.distribution(self.inputs())  # batch [C], event [z_dim]
-        weights = dist.Categorical(logits=self.pseudo_inputs.new_zeros(self.pseudo_inputs.shape[0]))
-        return dist.MixtureSameFamily(weights, components).expand([batch_size])  # batch [B], event [z_dim]
+        logits = self.pseudo_inputs.new_zeros(self.pseudo_inputs.shape[0])  # [C], equal weights
+        return mixture(logits, self.components()).expand([batch_size])  # batch [B], event [z_dim]
