@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,18 @@ def draw_count(cutoff: int, decay: float, generator: torch.Generator | None = No
     return cutoff + int(math.log(u * cutoff) / math.log(decay))
 
 
+def count_generator() -> torch.Generator:
+    """A generator for the count that leaves torch's random streams where they are (so a seed gives
+    the same particles and data points as any other estimator's), seeded by a hash of their state
+    (the CPU's, and the current CUDA device's once CUDA is in use): the same under a seed, fresh
+    after every draw of particles."""
+    state = torch.get_rng_state().numpy().tobytes()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state += torch.cuda.get_rng_state().numpy().tobytes()
+    digest = hashlib.sha256(state).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+
+
 def sumo_terms(lw: Tensor, m: int, cutoff: int, decay: float) -> Tensor:
     """SUMO per data point, ``[B]``, from ``lw [m + Kc, B]`` (nested: the first k draws make IWAE(k)):
     IWAE(m) + sum_{k=m}^{m+Kc-1} (IWAE(k + 1) - IWAE(k)) / P(Kc >= k - m + 1)."""
@@ -52,7 +65,8 @@ class SUMO(Estimator):
 
     With nested draws z_1, z_2, ... of q and Delta_k = IWAE(k + 1) - IWAE(k) on the first k + 1
     of them, SUMO = IWAE(m) + sum_{k=m}^{m+Kc-1} Delta_k / P(Kc >= k - m + 1), m = ``num_particles``
-    and Kc >= 1 a random count drawn for each call (Russian roulette). E[SUMO] = log p(x) because
+    and Kc >= 1 a random count drawn for each call (Russian roulette; from a generator of its own,
+    :func:`count_generator`, so that the particles and data points of a seed are everyone's). E[SUMO] = log p(x) because
     IWAE(k) -> log p(x) and the series converges absolutely.
 
     The count's tail, as in the paper: P(Kc >= k) = 1 / k up to ``cutoff`` (80), then
@@ -103,7 +117,7 @@ class SUMO(Estimator):
         return self.num_particles + expected_count(self.cutoff, self.decay)
 
     def log_weights(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, **options: Any) -> LogWeights:
-        count = draw_count(self.cutoff, self.decay)  # from torch's RNG: a seed fixes it
+        count = draw_count(self.cutoff, self.decay, count_generator())
         options.pop("num_particles", None)
         return super().log_weights(model, guide, args, kwargs, num_particles=self.num_particles + count, **options)
 

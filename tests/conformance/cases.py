@@ -110,11 +110,19 @@ CASES = {
     "elbo[kl_weight]": ("elbo", {"kl_weight": 0.5}),
     "dreg[kl_weight]": ("dreg", {"kl_weight": 0.5}),
     "vimco": ("vimco", {}),
+    "dreg[0.5]": ("dreg", {"alpha": 0.5}),
+    "jvi": ("jvi", {}),
+    "jvi[2,dreg]": ("jvi", {"order": 2, "gradient": "dreg"}),
+    "tvo": ("tvo", {}),
+    "tvo[moments,reparam]": ("tvo", {"partition": "moments", "gradient": "reparam"}),
+    "sumo": ("sumo", {}),
+    "vargrad": ("vargrad", {}),
 }
-# estimators that need K >= 2 (a leave-one-out baseline) run with K = 2 where a test asks for 1
-MIN_K = {"vimco": 2}
+# estimators that need K >= 2 (a leave-one-out baseline, a variance, a jackknife) run with at
+# least that K where a test asks for fewer
+MIN_K = {"vimco": 2, "vargrad": 2, "jvi": 3}
 # estimators whose guide gradient is a path derivative only: exactly zero at the posterior
-PATH_DERIVATIVE = {"stl", "stl[iwae]", "dreg", "rws[dreg]"}
+PATH_DERIVATIVE = {"stl", "stl[iwae]", "dreg", "rws[dreg]", "dreg[0.5]", "jvi[2,dreg]"}
 # sleep-phi needs the dreamt data as the model's first argument (or that argument indexed)
 SLEEPS = {"rws[sleep]", "rws[dreg+sleep]"}
 

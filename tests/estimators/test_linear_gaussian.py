@@ -1,5 +1,8 @@
 """Estimators against the exact answers of a linear-Gaussian model."""
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -24,6 +27,47 @@ def miwae(m):
     return lambda lw: iwae(lw.reshape(m, -1, lw.shape[-1]).transpose(1, 0, 2)).mean(0)
 
 
+def jvi(order):
+    """Nowozin 2018, eq. 12: sum_j c_j mean over the subsets of K - j particles of IWAE, by loops."""
+
+    def bound(lw):
+        k = lw.shape[0]
+        total = 0.0
+        for j in range(order + 1):
+            c = (-1) ** j * (k - j) ** order / (math.factorial(j) * math.factorial(order - j))
+            subsets = [[i for i in range(k) if i not in drop] for drop in itertools.combinations(range(k), j)]
+            total = total + c * np.mean([iwae(lw[s]) for s in subsets], axis=0)
+        return total
+
+    return bound
+
+
+TVO_BETAS = (0.0, *np.logspace(-1, 0, 5))  # tvo's default partition: log-uniform from 0.1, 5 intervals
+
+
+def tvo(lw, betas=TVO_BETAS):
+    """The left Riemann sum of self-normalized E_beta[lw] (Masrani et al. 2019, eq. 9), by a loop."""
+    total = 0.0
+    for lo, hi in zip(betas[:-1], betas[1:], strict=True):
+        w = np.exp(lo * lw - logsumexp(lo * lw, axis=0))
+        total = total + (hi - lo) * (w * lw).sum(0)
+    return total
+
+
+def sumo(m, cutoff=80, decay=0.9):
+    """Luo et al. 2020, eq. 5: IWAE(m) + sum_k Delta_k / P(Kc >= k - m + 1), over the draws given."""
+
+    def bound(lw):
+        total = iwae(lw[:m])
+        for k in range(m, lw.shape[0]):
+            j = k - m + 1
+            tail = 1 / j if j <= cutoff else decay ** (j - cutoff) / cutoff
+            total = total + (iwae(lw[: k + 1]) - iwae(lw[:k])) / tail
+        return total
+
+    return bound
+
+
 # case -> (estimator name, options, the bound by hand from the log weights [M*K, B])
 CASES = {
     "elbo": ("elbo", {}, elbo),
@@ -40,9 +84,15 @@ CASES = {
     "piwae[2]": ("piwae", {"num_groups": 2}, iwae),
     "ciwae[0.3]": ("ciwae", {"beta": 0.3}, lambda lw: 0.3 * elbo(lw) + 0.7 * iwae(lw)),
     "vimco": ("vimco", {}, iwae),
+    "dreg[0.5]": ("dreg", {"alpha": 0.5}, iwae),
+    "jvi": ("jvi", {}, jvi(1)),
+    "jvi[2,dreg]": ("jvi", {"order": 2, "gradient": "dreg"}, jvi(2)),
+    "tvo": ("tvo", {}, tvo),
+    "sumo": ("sumo", {}, None),  # m = K, and the roulette's draws after them: see hand_bound
+    "vargrad": ("vargrad", {}, elbo),
 }
-# estimators that need K >= 2 (a leave-one-out baseline) run with K = 2 where a test asks for 1
-MIN_K = {"vimco": 2}
+# estimators that need more particles than a test asks for (a baseline, a variance, a jackknife)
+MIN_K = {"vimco": 2, "vargrad": 2, "jvi": 3}
 
 
 def make(case, k):
@@ -50,10 +100,12 @@ def make(case, k):
     return estimators.make(name, num_particles=max(k, MIN_K.get(name, 1)), **options)
 
 
-def hand_bound(case, model, guide, x, z):
-    """The estimator's per-point bound computed by hand from the same particles z."""
+def hand_bound(case, model, guide, x, z, k):
+    """The estimator's per-point bound computed by hand from the same particles z (K = k)."""
     if case == "analytic_elbo":
         return log_lik(model, x, z).mean(0) - kl_to_prior(guide, x)
+    if case == "sumo":
+        return sumo(k)(log_weights(model, guide, x, z))
     return CASES[case][2](log_weights(model, guide, x, z))
 
 
@@ -92,8 +144,9 @@ def test_bound_equals_hand_computation_on_the_same_particles(case, k, lg):
     torch.manual_seed(7)
     w = est.log_weights(model, guide, (x,), {"num_data": N}, for_gradient=False)
     z = w.latents["z"]
-    assert z.shape == (est.num_draws, 4, 2)
-    expected = -N / 4 * hand_bound(case, model, guide, x, z).sum()
+    draws = est.num_draws if case != "sumo" else z.shape[0]  # SUMO: K and a random count Kc >= 1 more
+    assert z.shape == (draws, 4, 2) and draws > est.num_particles - (case != "sumo")
+    expected = -N / 4 * hand_bound(case, model, guide, x, z, est.num_particles).sum()
     assert loss == pytest.approx(expected, rel=1e-10)
     assert dloss.item() == pytest.approx(expected, rel=1e-10)
     assert dloss.requires_grad
