@@ -62,7 +62,8 @@ IMPOSSIBLE = [
     ("bernoulli-vamp", {"latent": "bernoulli", "prior": "vamp"},
      ["bernoulli latents take guide 'gaussian' and prior 'gaussian'", "prior 'vamp'"]),
     *[(f"bernoulli-{name}", {"latent": "bernoulli", "estimator": name, "num_particles": 2},
-       [f"estimator {name!r} needs reparameterized latents", "valid with latent 'bernoulli': elbo, iwae, rws, vimco"])
+       [f"estimator {name!r} needs reparameterized latents",
+        "valid with latent 'bernoulli': elbo, iwae, rws, tvo, vargrad, vimco"])
       for name in ("dreg", "stl", "analytic_elbo")],
     *[(f"analytic-{key}-{value}", {key: value, "estimator": "analytic_elbo"},
        [f"estimator 'analytic_elbo' needs a closed-form KL, which a {key} {value!r} does not have", "use 'elbo'"])

@@ -22,7 +22,7 @@ from .test_config import SETTINGS, family_keys
 X_DIM, BATCH, NUM_DATA, K = 12, 5, 40, 3
 SIZES = {"z_dim": 4, "hidden": [8], "flow_hidden": [16], "prior_components": 3}  # flow_hidden >= latents[0]
 # estimators that take score functions: what bernoulli latents train with
-SCORE_FUNCTION = {"elbo", "elbo[kl_weight]", "iwae", "rws", "rws[sleep]", "vimco"}
+SCORE_FUNCTION = {"elbo", "elbo[kl_weight]", "iwae", "rws", "rws[sleep]", "tvo", "vargrad", "vimco"}
 CONTINUOUS_ONLY = {"guide": ("iaf", "spline"), "prior": ("vamp", "mog")}  # no closed-form KL
 
 
@@ -30,7 +30,7 @@ def refusal(setting: str, case: str) -> str | None:
     """The piece of the one line that refuses this pair, or None where it is allowed."""
     keys = family_keys(setting)
     if keys.get("latent") == "bernoulli" and case not in SCORE_FUNCTION:
-        return "valid with latent 'bernoulli': elbo, iwae, rws, vimco"
+        return "valid with latent 'bernoulli': elbo, iwae, rws, tvo, vargrad, vimco"
     if CASES[case][0] == "analytic_elbo" and any(keys.get(k) in v for k, v in CONTINUOUS_ONLY.items()):
         return "needs a closed-form KL"
     return None

@@ -181,7 +181,8 @@ def test_fast_path_equals_traced_path(prior, case):
     model, guide = MAKERS[prior]()
     x = binary(6)
     name, options, _ = CASES[case]
-    assert takes_fast_path(estimators.make(name, fast_path=True, **options), model, guide, (x,), {"num_data": 40})
+    est = estimators.make(name, num_particles=4, fast_path=True, **options)
+    assert takes_fast_path(est, model, guide, (x,), {"num_data": 40})
     wrt = params(model, guide)
     (lf, gf), (lt, gt) = (loss_and_grads(case, model, guide, x, wrt, fast=f) for f in (True, False))
     assert lf == pytest.approx(lt, rel=1e-12)
