@@ -10,13 +10,18 @@ estimator through the same :class:`~pyrovae.estimators.weights.LogWeights` inter
 
 Whether a pair takes this path is decided in one place,
 :func:`pyrovae.estimators.fast_path.fast_path`.
+
+log q with the guide's parameters stopped (STL, DReG) is log q(z.detach()) in general, which for
+a flow means inverting it; a q that knows d log q / dz at its own draw (:class:`ScoresOwnSample`,
+as pyrovae's flow guides' q does) gives it from the score instead, with the same value and gradient.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 from pyro.distributions import TorchDistribution
+from pyro.distributions.util import sum_rightmost
 from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
@@ -47,6 +52,29 @@ class DirectGuide(Protocol):
     def distribution(self, x: Tensor) -> TorchDistribution:
         """q(z | x): batch ``[B]``, event ``[z_dim]``."""
         ...
+
+
+@runtime_checkable
+class ScoresOwnSample(Protocol):
+    """A q that gives d log q(z) / dz, its parameters stopped, at the value it last rsampled."""
+
+    def score_at_sample(self, value: Tensor) -> Tensor | None:
+        """The score ``[*S, *event]`` (no graph) at ``value``, or None if ``value`` is not its last draw."""
+        ...
+
+
+def log_q_stop_by_density(q: TorchDistribution, z: Tensor, log_q: Tensor) -> Tensor:
+    """log q_stop(z): value ``log_q`` (= q.log_prob(z)), gradient d log q / dz * dz / dphi only, by
+    removing d log q / dphi at fixed z through q.log_prob(z.detach()) (for a flow: an inversion)."""
+    direct = q.log_prob(z.detach())  # d log q / dphi at fixed z
+    return log_q - direct + direct.detach()
+
+
+def log_q_stop_by_score(score: Tensor, z: Tensor, log_q: Tensor, event_dim: int) -> Tensor:
+    """log q_stop(z) from the score g = d log q / dz at z (parameters stopped): value ``log_q``,
+    gradient g * dz / dphi, through the surrogate stop(log q) + g . (z - stop(z))."""
+    path = sum_rightmost(score.detach() * z, event_dim)
+    return log_q.detach() + (path - path.detach())
 
 
 MODEL_METHODS = ("prior", "log_prob_terms")
@@ -83,8 +111,11 @@ class DirectLogWeights(LogWeights):
         super().__init__(log_lik, log_prior, log_q, scale, latents={"z": z}, grad_scale=grad_scale)
 
     def log_q_stop(self) -> Tensor:
-        direct = self.q.log_prob(self.latents["z"].detach())  # d log q / dphi at fixed z
-        return self.log_q - direct + direct.detach()
+        z = self.latents["z"]
+        score = self.q.score_at_sample(z) if isinstance(self.q, ScoresOwnSample) else None
+        if score is None:
+            return log_q_stop_by_density(self.q, z, self.log_q)
+        return log_q_stop_by_score(score, z, self.log_q, self.q.event_dim)
 
     def model_at_detached(self) -> tuple[Tensor, Tensor]:
         return self.model.log_prob_terms(self.x, self.latents["z"].detach())

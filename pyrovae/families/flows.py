@@ -14,8 +14,18 @@ on [-bound, bound] (identity outside) whose bins, slopes (and, for ``order="line
 come from MADE(z_{<i}, h) (Pyro's ``ConditionalSplineAutoregressive``, with slope 1 at the box's
 edges: :class:`ConditionalSplineFlow`). Both are inverse autoregressive: sampling, and log q at a
 value just sampled (Pyro caches each step's pre-image), take one pass per step; log q at any other
-value (``z.detach()`` for STL, DReG and RWS, a model draw for RWS's sleep phase) inverts each step
-sequentially, z_dim passes per step (z_dim = 32: STL ~15x an ELBO step for IAF, ~70x for splines).
+value (a model draw for RWS's sleep phase, ``z.detach()``) inverts each step sequentially, z_dim
+passes per step (z_dim = 32: ~15x an ELBO step for IAF, ~70x for splines).
+
+The path derivative that STL and DReG need, d log q_stop(z) / dz at a value just sampled with the
+parameters stopped, needs no inversion (:meth:`FlowDistribution.score_at_sample`): with z_0 the
+base draw and z_t = f_t(z_{t-1}) the sampled chain, J_t = df_t/dz_{t-1} (triangular in the
+step's variable order) and r_t = d log |det J_t| / dz_{t-1}, both at z_{t-1},
+
+    g_0 = d log N(z_0; mu, sigma) / dz_0,   g_t = J_t^-T (g_{t-1} - r_t),   d log q(z) / dz = g_T,
+
+one triangular solve a step (:func:`flow_step_solve`: blocked back-substitution through the
+MADE's weights at the chain's points; exact, no series, no inversion).
 
 The variable order alternates between steps (reversed every other step) through each net's
 ``permutation``, not through separate permutation transforms, so that nets whose output layers are
@@ -39,6 +49,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.transforms import (
+    AffineAutoregressive,
     ConditionalAffineAutoregressive,
     ConditionalSplineAutoregressive,
     SplineAutoregressive,
@@ -46,6 +57,7 @@ from pyro.distributions.transforms import (
 from pyro.distributions.transforms.spline import ConditionalSpline, ConditionedSpline
 from pyro.nn import ConditionalAutoRegressiveNN
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ..errors import ConfigError
 from ..networks import MLPEncoder
@@ -96,6 +108,160 @@ class ConditionalSplineFlow(ConditionalSplineAutoregressive):
         cond_nn.permutation = self.nn.permutation  # type: ignore[attr-defined]
         cond_nn.get_permutation = self.nn.get_permutation  # type: ignore[attr-defined]
         return _SplineAutoregressive(self.input_dim, cond_nn, **self.kwargs)
+
+
+FlowStep = ConditionalAffineAutoregressive | ConditionalSplineFlow  # one step of a FlowGuide
+
+
+# -- the path derivative: d log q / dz at a sampled point, one triangular solve a step --------------
+def _masked_weight(layer: nn.Module) -> Tensor:
+    """A MADE layer's effective weight (Pyro's ``MaskedLinear``): mask * weight, ``[out, in]``."""
+    return cast(Tensor, layer.mask) * cast(Tensor, layer.weight)
+
+
+def _made_forward(net: ConditionalAutoRegressiveNN, context: Tensor, x: Tensor) -> tuple[list[Tensor], Tensor]:
+    """The MADE ``net`` at inputs x ``[*S, d]`` and context ``[*S', c]`` (broadcast), as Pyro's
+    ``_forward`` computes it: (the hidden pre-activations, the output ``[*S, M * d]``). The first
+    layer's context part is taken once per context row, not once per particle."""
+    first = net.layers[0]
+    w = _masked_weight(first)  # [H0, c + d]: Pyro's input is cat([context, x])
+    c = context.shape[-1]
+    a = F.linear(context, w[:, :c], cast(Tensor, first.bias)) + F.linear(x, w[:, c:])  # [*S, H0]
+    pre = [a]
+    for layer in net.layers[1:-1]:
+        pre.append(layer(net.f(pre[-1])))
+    return pre, net.layers[-1](net.f(pre[-1]))
+
+
+def _made_outputs(net: ConditionalAutoRegressiveNN, theta: Tensor) -> Tensor | tuple[Tensor, ...]:
+    """``theta [*S, M, d]`` shaped as the MADE returns its parameters (Pyro's ``_forward``)."""
+    if net.output_multiplier == 1:
+        return theta[..., 0, :]
+    if net.count_params == 1:
+        return theta
+    if net.all_ones:
+        return tuple(theta.unbind(-2))
+    return tuple(theta[..., s, :] for s in net.param_slices)
+
+
+def _elementwise(step: FlowStep, params: Tensor | tuple[Tensor, ...]) -> AffineAutoregressive | SplineAutoregressive:
+    """The flow step with its MADE replaced by fixed ``params``: x -> y elementwise given them."""
+    if isinstance(step, ConditionalSplineFlow):
+        return _SplineAutoregressive(step.input_dim, lambda _: params, **step.kwargs)
+    return AffineAutoregressive(lambda _: params, **step.kwargs)
+
+
+def _activation_slope(f: nn.Module, a: Tensor) -> Tensor:
+    """f'(a) elementwise for the MADE's nonlinearity ``f``."""
+    a = a.detach().requires_grad_()
+    with torch.enable_grad():
+        (slope,) = torch.autograd.grad(f(a).sum(), a)
+    return slope
+
+
+def _pullback_rows(net: ConditionalAutoRegressiveNN, pre: list[Tensor], rows: Tensor) -> Tensor:
+    """Cotangent rows ``[R, N, H_last]`` on the MADE's last hidden output, at N points whose hidden
+    pre-activations are ``pre`` (each ``[N, H_i]``), pulled back to its first hidden output,
+    ``[R, N, H_0]`` (nothing to do with one hidden layer)."""
+    for i in range(len(pre) - 1, 0, -1):
+        rows = (rows * _activation_slope(net.f, pre[i])) @ _masked_weight(net.layers[i])
+    return rows
+
+
+def _batched_rows(a: Tensor, w: Tensor) -> Tensor:
+    """``a [b, N, M] @ w [b, M, H]`` -> ``[b, N, H]``: a sum of M outer products when M is tiny
+    (IAF's M = 2, where a batched matmul with inner size 2 is many times slower), bmm otherwise."""
+    if a.shape[-1] > 4:
+        return torch.bmm(a, w)
+    rows = a[..., :1] * w[:, None, 0]
+    for m in range(1, a.shape[-1]):
+        rows.addcmul_(a[..., m : m + 1], w[:, None, m])
+    return rows
+
+
+def flow_step_solve(step: FlowStep, context: Tensor, x: Tensor, v: Tensor, block: int = 8) -> Tensor:
+    """g ``[*S, d]`` with J^T g = v - r for one autoregressive flow step (IAF or spline, as
+    :class:`FlowGuide` builds them) at inputs ``x [*S, d]``, its parameters stopped: J = dy/dx
+    (lower triangular in the net's variable order), r = d log |det J| / dx, ``v [*S, d]``.
+
+    With theta = MADE(x), J = diag(dy/dx | theta) + U W_in, U = (dy/dtheta)(dtheta/da_0) the
+    outputs' cotangents at the first hidden pre-activation a_0 and W_in the masked input weights.
+    Back-substitution over blocks of ``block`` variables, last first: each block forms its rows
+    of U and its own triangular block of J^T and solves it, the later blocks entering through
+    c = U^T g ``[N, H_0]``; so J is never formed whole and the step never inverted.
+    """
+    net, d, shape = cast(ConditionalAutoRegressiveNN, step.nn), x.shape[-1], v.shape
+    with torch.no_grad():
+        pre, out = _made_forward(net, context, x)
+        pre = [a.flatten(0, -2) for a in pre]  # [N, H_i], N = prod(S)
+    theta = out.unflatten(-1, (-1, d)).requires_grad_()  # [*S, M, d]
+    x = x.detach().requires_grad_()
+    with torch.enable_grad():
+        elementwise = _elementwise(step, _made_outputs(net, theta))
+        y = elementwise(x)
+        logdet = elementwise.log_abs_det_jacobian(x, y)
+        dy_dx, dy_dtheta = torch.autograd.grad(y.sum(), (x, theta), retain_graph=True)
+        dl_dx, dl_dtheta = torch.autograd.grad(logdet.sum(), (x, theta), allow_unused=True)
+    with torch.no_grad():
+        dy_dx, a_t = dy_dx.flatten(0, -2), dy_dtheta.flatten(0, -3).permute(2, 0, 1)  # [N, d], [d, N, M]
+        w_out = _masked_weight(net.layers[-1]).unflatten(0, (-1, d)).transpose(0, 1)  # [d, M, H]
+        slope = _activation_slope(net.f, pre[0])  # [N, H_0]
+        w_in = _masked_weight(net.layers[0])[:, -d:]  # [H_0, d]
+        c = _pullback_rows(net, pre, (dl_dtheta.flatten(0, -3).flatten(-2) @ w_out.transpose(0, 1).flatten(0, 1))[None])
+        rhs = v.reshape(-1, d) - (c[0] * slope) @ w_in  # v - r, the part of r through theta; [N, d]
+        if dl_dx is not None:
+            rhs = rhs - dl_dx.reshape(-1, d)
+        g, c = torch.empty_like(rhs), torch.zeros_like(slope)
+        order = net.permutation  # position k holds variable order[k]
+        for end in range(d, 0, -block):
+            idx = order[max(end - block, 0) : end]
+            u_b = _pullback_rows(net, pre, _batched_rows(a_t[idx], w_out[idx])).mul_(slope)  # [b, N, H_0]
+            w_b = w_in[:, idx]  # [H_0, b]
+            jac_bb = (u_b @ w_b).permute(1, 0, 2) + torch.diag_embed(dy_dx[:, idx])  # [N, b, b], lower triangular
+            r_b = rhs[:, idx] - c @ w_b  # [N, b]
+            g_b = torch.linalg.solve_triangular(jac_bb.transpose(-1, -2), r_b.unsqueeze(-1), upper=True)
+            g[:, idx] = g_b.squeeze(-1)
+            c = c + torch.bmm(g_b.transpose(-1, -2), u_b.transpose(0, 1)).squeeze(-2)  # [N, H_0]
+    return g.view(shape)
+
+
+class FlowDistribution(dist.TransformedDistribution):
+    """q(z | x) of a :class:`FlowGuide`: its base Gaussian through the conditioned ``transforms``,
+    which are ``steps`` (the guide's flow modules) conditioned on ``context``; plus
+    :meth:`score_at_sample`. An expanded copy is a plain ``TransformedDistribution``."""
+
+    def __init__(self, base: dist.TorchDistribution, transforms: list, steps: list[FlowStep], context: Tensor) -> None:
+        super().__init__(base, transforms)
+        self.steps, self.context = steps, context
+        self._chain: list[Tensor] = []
+
+    def expand(self, batch_shape, _instance=None):
+        """A plain ``TransformedDistribution``, expanded (its draws are not this one's)."""
+        return dist.TransformedDistribution(self.base_dist, self.transforms).expand(batch_shape, _instance)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+        """As ``TransformedDistribution.rsample``, keeping the chain z_0, ..., z_T for the score."""
+        x = self.base_dist.rsample(sample_shape)
+        chain = [x]
+        for transform in self.transforms:
+            x = transform(x)
+            chain.append(x)
+        self._chain = chain
+        return x
+
+    def score_at_sample(self, value: Tensor) -> Tensor | None:
+        """d log q(z | x) / dz at z = ``value`` with the parameters stopped, ``[*S, d]`` (no
+        graph), when ``value`` is the last :meth:`rsample` (the module docstring's recursion);
+        None for any other value."""
+        if not self._chain or value is not self._chain[-1]:
+            return None
+        with torch.no_grad():
+            z0 = self._chain[0].detach().requires_grad_()
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(self.base_dist.log_prob(z0).sum(), z0)
+            for step, x in zip(self.steps, self._chain[:-1], strict=True):
+                g = flow_step_solve(step, self.context, x.detach(), g)
+        return g
 
 
 # -- the encoder --------------------------------------------------------------------------------------
@@ -224,16 +390,16 @@ class FlowGuide(nn.Module):
             last.bias.zero_()
         return self
 
-    def _flow_steps(self) -> list[ConditionalAffineAutoregressive | ConditionalSplineFlow]:
+    def _flow_steps(self) -> list[FlowStep]:
         """The steps ``__init__`` put in ``self.flows``, typed (an ``nn.ModuleList`` holds plain modules)."""
-        return cast(list[ConditionalAffineAutoregressive | ConditionalSplineFlow], list(self.flows))
+        return cast(list[FlowStep], list(self.flows))
 
     def _steps(self, h: Tensor) -> list:
         return [step.condition(h) for step in self._flow_steps()]
 
     def distribution(self, x: Tensor) -> dist.TorchDistribution:
         loc, scale, h = self.encoder(x)  # [B, z_dim], [B, z_dim], [B, context_dim]
-        return dist.TransformedDistribution(dist.Normal(loc, scale).to_event(1), self._steps(h))
+        return FlowDistribution(dist.Normal(loc, scale).to_event(1), self._steps(h), self._flow_steps(), h)
 
     def forward(self, x: Tensor, num_data: int | None = None, batch_size: int | None = None) -> Tensor:
         register_module(self.pyro_name, self)
