@@ -210,6 +210,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         "eval_num_samples",
         "psis_samples",
         "snr_draws",
+        "bias_draws",
         "gap_points",
         "gap_steps",
         "ais_points",
@@ -449,6 +450,7 @@ def _compare_diagnostic_flags(c: argparse.ArgumentParser) -> None:
     c.add_argument("--eval-num-samples", type=int, metavar="K", help="K of the test log-likelihood")
     c.add_argument("--psis-samples", type=int, metavar="K", help="K for PSIS k-hat (>= 100)")
     c.add_argument("--snr-draws", type=int, metavar="R", help="gradient draws for the SNR")
+    c.add_argument("--bias-draws", type=int, metavar="R", help="paired gradient draws of the bias test (0: none)")
     c.add_argument("--gap-points", type=int, metavar="N", help="test points for the gaps")
     c.add_argument("--gap-steps", type=int, metavar="N", help="steps refining q for the gaps")
     c.add_argument(

@@ -14,7 +14,7 @@ import torch
 
 from ..config import from_dict
 from ..data import InMemoryData
-from ..diagnostics import amortization_gaps, gradient_snr, importance_diagnostics
+from ..diagnostics import amortization_gaps, gradient_bias, gradient_snr, importance_diagnostics
 from ..errors import ConfigError
 from ..evaluation import ais_against_is, evaluate_model
 from ..evaluation.plots import save_grid
@@ -72,7 +72,7 @@ def run_cell(
                 }
             )
         t = time.perf_counter()
-        found = diagnose(settings, parts)
+        found = {"bias": bias(settings, parts.vae, parts.estimator, parts.dataset), **diagnose(settings, parts)}
         found["diagnostics_seconds"] = time.perf_counter() - t
         with torch.no_grad():
             scale = 255.0 if parts.dataset.kind == "counts" else 1.0
@@ -148,6 +148,22 @@ def snr(settings: Settings, vae: VAE, estimator: Any, dataset: InMemoryData) -> 
         num_data=dataset.num_train,
     )
     return {g: s.to_dict() for g, s in res.items()}
+
+
+def bias(settings: Settings, vae: VAE, estimator: Any, dataset: InMemoryData) -> dict[str, Any]:
+    """The gradient-bias test at the end of training, on the SNR's fixed batch: {} when off."""
+    draws = settings.get("bias_draws", 0)
+    if not draws:
+        return {}
+    x = dataset.test[spread(dataset.num_test, settings["snr_batch"], dataset.device)]
+    groups = {"encoder": list(vae.guide.parameters()), "decoder": list(vae.model.parameters())}
+    try:
+        res = gradient_bias(
+            estimator, vae.model, vae.guide, x, groups=groups, num_draws=draws, num_data=dataset.num_train
+        )
+    except ConfigError as e:  # an estimator that names no reference: said in the result, not a failed cell
+        return {"refused": str(e)}
+    return {g: b.to_dict() for g, b in res.items()}
 
 
 def diagnose(settings: Settings, parts: Parts) -> dict[str, Any]:
@@ -247,6 +263,7 @@ def summary(result: TrainResult, found: dict[str, Any], snr_log: list[dict[str, 
         "seconds_per_epoch": float(np.mean([m["seconds"] for m in epochs])) if epochs else 0.0,
         "train_seconds": float(sum(m["seconds"] for m in epochs)),
         "snr": snr_log,
+        "bias": found["bias"],
         "psis": found["psis"],
         "gaps": found["gaps"],
         "ais": found["ais"],

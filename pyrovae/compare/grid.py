@@ -27,6 +27,7 @@ LOWEST = {
     "psis_points": 1,
     "snr_draws": 2,
     "snr_batch": 1,
+    "bias_draws": 0,
     "gap_points": 0,
     "gap_steps": 1,
     "ais_points": 0,
@@ -155,6 +156,7 @@ class GridSpec:
     snr_draws: int = 200  # R, gradient draws for the SNR of each cell
     snr_batch: int = 32  # training points in the SNR's fixed batch
     snr_epochs: list[int] = field(default_factory=list)  # epochs to measure SNR at, besides the end
+    bias_draws: int = 200  # R, paired gradient draws of the gradient-bias test at the end (0: none; else >= 2)
     gap_points: int = 100  # test points whose q is refined for the amortization gap
     gap_steps: int = 300
     ais_points: int = 0  # test points (spread over the test set) that also get an AIS log p(x); 0: none
@@ -216,6 +218,8 @@ class GridSpec:
         for key, low in LOWEST.items():
             if getattr(self, key) < low:
                 raise ConfigError(f"{key} must be >= {low}, got {getattr(self, key)}")
+        if self.bias_draws == 1:
+            raise ConfigError("bias_draws must be 0 (no bias test) or >= 2, got 1")
         if not self.cell_cpus > 0 or not self.cell_gpus >= 0:
             raise ConfigError(f"cell_cpus must be > 0 and cell_gpus >= 0, got {self.cell_cpus} and {self.cell_gpus}")
         if any(e < 1 for e in self.snr_epochs) or (unit == "epochs" and any(e > amount for e in self.snr_epochs)):

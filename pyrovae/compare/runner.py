@@ -34,6 +34,7 @@ def _settings(spec: GridSpec, cell: Cell, config: dict[str, Any]) -> dict[str, A
         "snr_draws",
         "snr_batch",
         "snr_epochs",
+        "bias_draws",
         "gap_points",
         "gap_steps",
         "ais_points",

@@ -53,7 +53,8 @@ class SubsamplePin(Messenger):
     A plate built with ``subsample_size=B`` draws B indices each time it is entered; one draw of
     log weights enters it several times (guide, model replay, stopped-gradient replays, later
     chunks), and all of them must score the same data points. Indices the user passes
-    (``subsample=idx``) are left as they are.
+    (``subsample=idx``) are left as they are, and so is the particle plate, whose size an estimator
+    may change from one draw to the next (SUMO's roulette).
     """
 
     def __init__(self) -> None:
@@ -65,7 +66,7 @@ class SubsamplePin(Messenger):
             msg["value"] = self.indices[msg["name"]]
 
     def _pyro_post_sample(self, msg: Message) -> None:
-        if site_is_subsample(msg):
+        if site_is_subsample(msg) and site_name(msg) != PARTICLE_PLATE:
             self.indices.setdefault(site_name(msg), site_value(msg))
 
 
