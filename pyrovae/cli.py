@@ -27,7 +27,7 @@ from .evaluation.ais import SCHEDULES
 from .evaluation.densities import INITS
 from .evaluation.log_likelihood import METHODS
 from .networks import architecture
-from .run import RESUMABLE, RunDir, choices, evaluate_run, evaluate_run_ais, train
+from .run import BOUND_KEYS, RESUMABLE, RunDir, choices, evaluate_run, evaluate_run_ais, train
 
 DESCRIPTION = "Train, evaluate and compare variational autoencoders (VAEs) on Pyro and PyTorch."
 
@@ -120,7 +120,7 @@ def _config(args: argparse.Namespace) -> Config | None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     def report(m: dict[str, Any]) -> None:
-        test = "".join(f"  {k.replace('_', ' ')} {m[k]:.2f}" for k in ("test_bound", "test_objective") if k in m)
+        test = "".join(f"  {k.replace('_', ' ')} {m[k]:.2f}" for k in BOUND_KEYS if k in m)
         tqdm.write(f"epoch {m['epoch']:4d}  train loss {m['train_loss']:.2f}{test}  ({m['seconds']:.1f} s)")
 
     result = train(

@@ -81,6 +81,7 @@ def run_cell(
         "cell": settings["cell"],
         "plugins": plugins,
         "config": result.config.to_dict(),
+        "objective": objective_name(parts.estimator),
         **summary(result, found, snr_log),
         "seconds": time.perf_counter() - start,
     }
@@ -88,6 +89,14 @@ def run_cell(
         track(result, out, snr_log)
     write_atomic(cell_dir / RESULT_FILE, json_text(out) + "\n")
     return out
+
+
+def objective_name(estimator: Any) -> str:
+    """What the estimator's loss is the negation of: "bound", its own name for an estimate of
+    log p(x) ("JVI estimate", "SUMO estimate"), or "objective" (not a bound, e.g. Renyi alpha < 0)."""
+    if getattr(estimator, "reports_bound", True):
+        return "bound"
+    return str(getattr(estimator, "what", "objective"))
 
 
 def check_plugins(config: dict[str, Any], settings: Settings) -> dict[str, Any]:

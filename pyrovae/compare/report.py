@@ -14,6 +14,8 @@ import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..run import BOUND_KEYS
+
 if TYPE_CHECKING:
     from .grid import GridSpec
 
@@ -230,7 +232,7 @@ def write_netcdf(path: Path, results: list[dict[str, Any]], table_rows: list[dic
             ),
             "test_bound": (
                 ("cell", "epoch"),
-                padded(lambda r: [m.get("test_bound", m.get("test_objective", np.nan)) for m in r["metrics"]], n_epoch),
+                padded(lambda r: [next((m[k] for k in BOUND_KEYS if k in m), np.nan) for m in r["metrics"]], n_epoch),
             ),
         }
     )
@@ -245,6 +247,13 @@ def write_netcdf(path: Path, results: list[dict[str, Any]], table_rows: list[dic
     }
     ds = xr.Dataset(data_vars, coords=coords, attrs={"comparison": spec_text, "created_by": "pyrovae compare"})
     ds.to_netcdf(path)
+
+
+def not_bounds(results: list[dict[str, Any]]) -> str:
+    """A sentence naming the estimators whose training value is not a bound (JVI, SUMO: estimates)."""
+    found = {r["cell"]["label"].split(" ")[0]: r.get("objective", "bound") for r in results}
+    named = [f"{e} (its training value is the {o}, not a bound)" for e, o in sorted(found.items()) if o != "bound"]
+    return f"Not bounds: {'; '.join(named)}. " if named else ""
 
 
 def plugins_section(results: list[dict[str, Any]]) -> list[str]:
@@ -299,6 +308,7 @@ def write_report(out: Path, spec: GridSpec, results: list[dict[str, Any]]) -> di
             if spec.ais_points
             else ""
         )
+        + not_bounds(results)
         + f"Cell time in all: {total / 60:.1f} min.",
         "",
         markdown_table(table_rows),

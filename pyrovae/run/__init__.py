@@ -25,9 +25,10 @@ from .parts import (
     resolve_device,
 )
 from .state import RESUMABLE
-from .train import TrainResult, train
+from .train import BOUND_KEYS, TrainResult, train
 
 __all__ = [
+    "BOUND_KEYS",
     "RESUMABLE",
     "Parts",
     "RunDir",
