@@ -18,7 +18,7 @@ MOMENT_GRID = 101  # betas on which the moment-spaced partition interpolates the
 
 def fixed_partition(kind: str, num_partitions: int, beta_min: float) -> Tensor:
     """0 = beta_0 < ... < beta_S = 1, float64: evenly spaced, or log-uniform from beta_1 = beta_min."""
-    if kind == "linear":
+    if kind == "linear" or num_partitions == 1:  # one interval is [0, 1] whatever the spacing (the ELBO)
         return torch.linspace(0.0, 1.0, num_partitions + 1, dtype=torch.float64)
     inner = torch.logspace(torch.log10(torch.tensor(beta_min)).item(), 0.0, num_partitions, dtype=torch.float64)
     return torch.cat([inner.new_zeros(1), inner])

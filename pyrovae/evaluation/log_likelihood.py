@@ -15,8 +15,10 @@ from ..estimators.draw import draw
 from ..estimators.fast_path import fast_path
 from ..estimators.traced import SubsamplePin, guess_max_plate_nesting
 from .ais import ais
+from .sumo import sumo_log_likelihood
 
-METHODS = ("is", "ais")
+METHODS = ("is", "ais", "sumo")
+SUMO_OPTIONS = ("cutoff", "decay")
 AIS_OPTIONS = (
     "num_steps",
     "num_chains",
@@ -49,8 +51,10 @@ def log_likelihood(
     subsample_pin: SubsamplePin | None = None,
     **kwargs: Any,
 ) -> Tensor:
-    """log p(x_i), one value a data point, by importance sampling (``method="is"``) or annealed
-    importance sampling (``method="ais"``).
+    """log p(x_i), one value a data point, by importance sampling (``method="is"``), annealed
+    importance sampling (``method="ais"``) or SUMO (``method="sumo"``: unbiased, see
+    :func:`pyrovae.evaluation.sumo.sumo_log_likelihood`; ``num_samples`` is its m, and it takes
+    ``cutoff`` and ``decay``, the tail of its random count).
 
     ``"ais"`` takes the options of :func:`pyrovae.evaluation.ais.ais` (``num_steps``,
     ``num_chains``, ``hmc_steps``, ``step_size``, ``target_accept``, ``schedule``, ``init``,
@@ -84,6 +88,11 @@ def log_likelihood(
     if max_plate_nesting is None and not fast:
         max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
     pin = SubsamplePin() if subsample_pin is None else subsample_pin
+    if method == "sumo":
+        options = {k: kwargs.pop(k) for k in SUMO_OPTIONS if k in kwargs}
+        with torch.no_grad(), fixed_parameters(model):
+            return sumo_log_likelihood(model, guide, args, kwargs, num_samples=num_samples, chunk_size=chunk_size,
+                                       fast=fast, max_plate_nesting=max_plate_nesting, pin=pin, **options)  # fmt: skip
     running: Tensor | None = None
     with torch.no_grad(), fixed_parameters(model):
         done = 0
