@@ -319,7 +319,8 @@ def vamp_prior():
 
 VAMP_VARIANCE = pytest.mark.xfail(
     strict=True,
-    reason="known gap (issue 21 open): dreg is not yet Bauer & Mnih's generalized DReG. On the VampPrior VAE (K = 8) is unbiased but its guide gradient's summed "
+    reason="known gap (issue 21 open): dreg is not yet Bauer & Mnih's generalized DReG. On the VampPrior "
+    "VAE (K = 8) it is unbiased but its guide gradient's summed "
     "variance is ABOVE iwae's (about 226 vs 150 at this draw; encoder.head.loc.bias 123 vs 0.78, "
     "log_var.bias 32 vs 0.9): the encoder's score term is dropped while the prior's direct term, which it "
     "cancelled, is kept with weight w~; Bauer & Mnih's GDReG also reparameterizes the prior's score term",
