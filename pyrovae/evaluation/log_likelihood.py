@@ -82,6 +82,7 @@ def log_likelihood(
         if subsample_pin is not None:
             raise ConfigError("method='ais' draws its own data points once; subsample_pin is for method='is'")
         return ais(model, guide, *args, max_plate_nesting=max_plate_nesting, **options, **kwargs).log_likelihood
+    sumo_options = {k: kwargs.pop(k) for k in SUMO_OPTIONS if k in kwargs} if method == "sumo" else {}
     if num_samples < 1 or chunk_size < 1:
         raise ConfigError(f"num_samples and chunk_size must be >= 1, got {num_samples} and {chunk_size}")
     fast = fast_path(model, guide, args, kwargs) or False
@@ -89,10 +90,10 @@ def log_likelihood(
         max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
     pin = SubsamplePin() if subsample_pin is None else subsample_pin
     if method == "sumo":
-        options = {k: kwargs.pop(k) for k in SUMO_OPTIONS if k in kwargs}
         with torch.no_grad(), fixed_parameters(model):
             return sumo_log_likelihood(model, guide, args, kwargs, num_samples=num_samples, chunk_size=chunk_size,
-                                       fast=fast, max_plate_nesting=max_plate_nesting, pin=pin, **options)  # fmt: skip
+                                       fast=fast, max_plate_nesting=max_plate_nesting, pin=pin,
+                                       **sumo_options)  # fmt: skip
     running: Tensor | None = None
     with torch.no_grad(), fixed_parameters(model):
         done = 0
