@@ -10,10 +10,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from pyrovae import ConfigError, cli, estimators
 from pyrovae.compare import EstimatorSpec
 from pyrovae.compare.cell import check_plugins
+from pyrovae.testing import LinearGaussian
 
 ESTIMATOR = '''
 from pyrovae.estimators import Estimator, logmeanexp
@@ -280,3 +282,17 @@ def test_a_plugin_guide_and_prior_train_and_are_recorded(tmp_path, monkeypatch, 
     assert "is SoftplusGuide, not a subclass of pyrovae.families.plugin.PriorNetwork" in capsys.readouterr().err
     assert cli.main(["list", "myfamily:ScaledPrior"]) == 0
     assert capsys.readouterr().out.startswith("prior:\n  myfamily:ScaledPrior")
+
+
+def test_the_tutorial_s_vargrad_computes_what_the_shipped_one_does(monkeypatch):
+    """The tutorial writes VarGrad outside pyrovae; pyrovae ships it as ``vargrad``: on the same draw
+    both give the same loss and the same gradient in every parameter."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "examples" / "own_estimator"))
+    p = LinearGaussian().perturb()
+    out = []
+    for est in (estimators.make("vargrad:VarGrad", num_particles=5), estimators.make("vargrad", num_particles=5)):
+        torch.manual_seed(4)
+        loss = est.differentiable_loss(p.model, p.guide, p.x)
+        out.append((loss.item(), torch.autograd.grad(loss, p.parameters())))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-12)
+    assert all(torch.allclose(a, b, rtol=1e-10) for a, b in zip(out[0][1], out[1][1], strict=True))
