@@ -17,7 +17,7 @@ from ..estimators.draw import draw
 from ..estimators.fast_path import fast_path
 from ..estimators.traced import SubsamplePin, guess_max_plate_nesting
 from ..estimators.weights import logmeanexp
-from .log_likelihood import log_likelihood
+from .log_likelihood import fixed_parameters, log_likelihood
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -88,7 +88,7 @@ def evaluate_model(
     means: list[Tensor | None] = []
     nesting: int | None = None
     bar = tqdm(total=progress, disable=progress is None, unit="point", desc="evaluation", dynamic_ncols=True)
-    with torch.no_grad(), bar:
+    with torch.no_grad(), bar, fixed_parameters(model):  # a VampPrior encodes its pseudo-inputs once
         for x in batches:
             if nesting is None:
                 fast = fast_path(model, guide, (x,), kwargs) is not None

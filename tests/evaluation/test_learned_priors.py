@@ -75,6 +75,17 @@ def test_pseudo_inputs_are_encoded_once_per_evaluation():
     assert len(calls) == 2  # a new evaluation encodes again
 
 
+def test_a_whole_evaluation_encodes_them_once_over_its_batches():
+    """evaluate_model (what `pyrovae evaluate` and a comparison cell run): one encoding of the
+    pseudo-inputs for all batches and all its measures (ELBO, IWAE bound, IS log p(x))."""
+    model, guide = vamp(num_components=4)
+    calls = count_encodings(guide, rows=4)
+    batches = [binary(5), binary(5), binary(5)]
+    pyrovae.evaluation.evaluate_model(model, guide, batches, num_particles=3, num_samples=20, chunk_size=7,
+                                      elbo_particles=5)  # fmt: skip
+    assert len(calls) == 1 and model.held is None
+
+
 def test_gradients_inside_the_scope_go_through_fresh_encodings():
     model, guide = vamp(num_components=4)
     z = torch.randn(3, 5, 3, dtype=torch.float64)
