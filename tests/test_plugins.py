@@ -296,3 +296,13 @@ def test_the_tutorial_s_vargrad_computes_what_the_shipped_one_does(monkeypatch):
         out.append((loss.item(), torch.autograd.grad(loss, p.parameters())))
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-12)
     assert all(torch.allclose(a, b, rtol=1e-10) for a, b in zip(out[0][1], out[1][1], strict=True))
+
+
+def test_a_module_may_share_a_registered_estimator_s_name(monkeypatch):
+    """``vargrad:VarGrad:5`` is the tutorial's module (an import path) where Python finds a module
+    ``vargrad``, ``vargrad:5`` the shipped one (where it finds none, what follows a name is K: see
+    ``iwae:five`` above)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "examples" / "own_estimator"))
+    spec = EstimatorSpec.parse("vargrad:VarGrad:5")
+    assert (spec.name, spec.num_particles) == ("vargrad:VarGrad", 5)
+    assert (EstimatorSpec.parse("vargrad:5").name, EstimatorSpec.parse("vargrad:5").num_particles) == ("vargrad", 5)

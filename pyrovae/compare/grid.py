@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import re
 import typing
@@ -40,6 +41,14 @@ EXECUTION_BASE_KEYS = ("device", "compile", "log_every")
 UNLIMITED_EPOCHS = 1_000_000  # with a steps or seconds budget the budget ends training
 
 
+def importable(module: str) -> bool:
+    """Whether ``module`` names a module Python can find (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 @dataclass(frozen=True)
 class EstimatorSpec:
     """An estimator with its K and options, written ``name[:K[:key=value,...]]``."""
@@ -65,8 +74,9 @@ class EstimatorSpec:
                 raise ConfigError(f"estimator {name!r}: num_particles must be an integer, got {k!r}")
             return cls(name, k, tuple(sorted(spec.items()))).validate()
         parts = spec.split(":")
-        if len(parts) > 1 and parts[1].isidentifier() and parts[0] not in estimators.names():
-            # a plugin's import path, module:Name[:K[:...]] (a registered name is followed by K)
+        if len(parts) > 1 and parts[1].isidentifier() and (parts[0] not in estimators.names() or importable(parts[0])):
+            # a plugin's import path, module:Name[:K[:...]] (a registered name is followed by K; a
+            # module may share a registered name, as the tutorial's vargrad:VarGrad does)
             parts = [f"{parts[0]}:{parts[1]}", *parts[2:]]
         if len(parts) > 3 or not parts[0]:
             raise ConfigError(
