@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Any
@@ -23,8 +24,10 @@ def jackknife_coefficients(k: int, order: int) -> list[float]:
     return [(-1) ** j * (k - j) ** order / (math.factorial(j) * math.factorial(order - j)) for j in range(order + 1)]
 
 
+@functools.lru_cache(maxsize=64)
 def left_out(k: int, j: int, device: torch.device) -> Tensor:
-    """``[C(K, j), K]`` boolean: each row marks the j particles one leave-j-out subset drops."""
+    """``[C(K, j), K]`` boolean: each row marks the j particles one leave-j-out subset drops (built
+    once per K, j and device, then read only)."""
     mask = torch.zeros(math.comb(k, j), k, dtype=torch.bool, device=device)
     for row, drop in enumerate(itertools.combinations(range(k), j)):
         mask[row, list(drop)] = True
@@ -82,9 +85,9 @@ class JVI(Estimator):
     def point_bound(self, w: LogWeights, kl_weight: float = 1.0) -> Tensor:
         lw = w.log_w(kl_weight)  # [K, B]
         total = lw.new_zeros(lw.shape[1:])
-        for c, mask in self._terms(lw):
+        for j, (c, mask) in enumerate(self._terms(lw)):
             subset = lw.masked_fill(mask[:, :, None], -math.inf)  # [C, K, B]
-            total = total + c * (subset.logsumexp(1) - math.log(lw.shape[0] - mask[0].sum().item())).mean(0)
+            total = total + c * (subset.logsumexp(1) - math.log(lw.shape[0] - j)).mean(0)
         return total
 
     def point_surrogate(self, w: LogWeights, kl_weight: float) -> Tensor | None:

@@ -34,19 +34,19 @@ def heated_means(lw: Tensor, betas: Tensor) -> tuple[Tensor, Tensor]:
 
 def moment_partition(lw: Tensor, num_partitions: int) -> Tensor:
     """Moment spacing (Brekelmans et al. 2020): the betas at which the batch's mean E_beta[lw]
-    passes S evenly spaced values between its ends, interpolated on a grid of betas (float64)."""
+    passes S evenly spaced values between its ends, interpolated on a grid of betas (float64, on
+    the device of ``lw``: no host sync)."""
     grid = torch.linspace(0.0, 1.0, MOMENT_GRID, dtype=torch.float64, device=lw.device)
     _, means = heated_means(lw.detach().double(), grid)
     curve = torch.cummax(means.mean(1), 0).values  # E_beta[lw] rises in beta; cummax irons out noise
-    targets = torch.linspace(curve[0].item(), curve[-1].item(), num_partitions + 1, dtype=torch.float64)
-    betas = torch.empty_like(targets)
-    for s, t in enumerate(targets):
-        i = int(torch.searchsorted(curve, t).clamp(1, MOMENT_GRID - 1))
-        lo, hi = curve[i - 1], curve[i]
-        frac = 0.0 if hi == lo else float((t - lo) / (hi - lo))
-        betas[s] = grid[i - 1] + frac * (grid[i] - grid[i - 1])
-    betas[0], betas[-1] = 0.0, 1.0
-    return torch.cummax(betas, 0).values.cpu()
+    steps = torch.linspace(0.0, 1.0, num_partitions + 1, dtype=torch.float64, device=lw.device)
+    targets = curve[0] + steps * (curve[-1] - curve[0])
+    i = torch.searchsorted(curve, targets).clamp(1, MOMENT_GRID - 1)
+    lo, hi = curve[i - 1], curve[i]
+    frac = torch.where(hi > lo, (targets - lo) / (hi - lo).clamp_min(1e-300), torch.zeros_like(targets))
+    betas = grid[i - 1] + frac.clamp(0.0, 1.0) * (grid[i] - grid[i - 1])
+    betas = torch.cat([betas.new_zeros(1), betas[1:-1], betas.new_ones(1)])
+    return torch.cummax(betas, 0).values
 
 
 @register("tvo")
@@ -109,7 +109,7 @@ class TVO(Estimator):
         return False  # self-normalized estimates of E_beta: biased for the gradient of TVO_L
 
     def betas(self, lw: Tensor) -> Tensor:
-        """The partition for this draw, float64 on the CPU: ``[S + 1]`` from 0 to 1."""
+        """The partition for this draw, float64: ``[S + 1]`` from 0 to 1."""
         if self.partition == "moments":
             return moment_partition(lw, self.num_partitions)
         return fixed_partition(self.partition, self.num_partitions, self.beta_min)
