@@ -29,18 +29,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2, help="cells at once (default: 2)")
     p.add_argument("--dataset", default=None, help="e.g. mnist (default: the embedded digits)")
     args = p.parse_args(argv)
-    cmd = [sys.executable, "-m", "pyrovae", "compare", "--estimators", *ESTIMATORS, "--seeds", "0", "1",
+    run_grid(ESTIMATORS, [f"dataset={args.dataset}"] if args.dataset else [], args, "frontier.md")
+
+
+def run_grid(estimators: list[str], settings: list[str], args: argparse.Namespace, result: str) -> None:
+    """Runs the comparison of ``estimators`` (with ``--set`` ``settings``) into ``args.out`` and writes
+    the report's table to benchmarks/results/``result``."""
+    cmd = [sys.executable, "-m", "pyrovae", "compare", "--estimators", *estimators, "--seeds", "0", "1",
            "--steps", str(args.steps), "--workers", str(args.workers), "--eval-num-samples", "1000",
            "--psis-samples", "200", "--snr-draws", "100", "--bias-draws", "100", "--gap-points", "20",
            "--gap-steps", "100", "--out", args.out]  # fmt: skip
-    if args.dataset:
-        cmd += ["--set", f"dataset={args.dataset}"]
+    for setting in settings:
+        cmd += ["--set", setting]
     print("$", " ".join(["pyrovae", *cmd[3:]]), flush=True)
     subprocess.run(cmd, check=True)
     text = (Path(args.out) / "report.md").read_text()
     table = text[text.index("| likelihood") : text.index("![learning curves]")].strip()
     intro = text[text.index("\n\n") + 2 : text.index("| likelihood")].strip()
-    out = HERE / "results" / "frontier.md"
+    out = HERE / "results" / result
     out.write_text(f"$ {' '.join(['pyrovae', *cmd[3:]])}\n\n{intro}\n\n{table}\n")
     print(table)
 

@@ -55,8 +55,8 @@ def test_a_usage_error_is_one_line(capsys):
 
 LISTED = {  # what pyrovae ships, written out: a name that goes missing from the registries fails here
     "likelihoods": ["bernoulli", "continuous_bernoulli", "discretized_logistic", "gaussian", "laplace", "poisson"],
-    "estimators": ["analytic_elbo", "ciwae", "dreg", "elbo", "iwae", "jvi", "miwae", "piwae", "renyi", "rws", "stl",
-                   "sumo", "tvo", "vargrad", "vimco"],
+    "estimators": ["analytic_elbo", "ciwae", "dreg", "elbo", "gdreg", "iwae", "jvi", "miwae", "piwae", "renyi", "rws",
+                   "stl", "sumo", "tvo", "vargrad", "vimco"],
     "families": ["latents=[d1,d2,...]", "latent=bernoulli", "guide=iaf", "guide=spline", "prior=vamp", "prior=mog"],
 }  # fmt: skip
 

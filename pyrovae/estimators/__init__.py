@@ -14,7 +14,24 @@ from ..errors import ConfigError
 from ..plugins import Origin
 
 # each import registers its estimator
-from . import analytic_elbo, ciwae, dreg, elbo, iwae, jvi, miwae, piwae, renyi, rws, stl, sumo, tvo, vargrad, vimco  # noqa: F401
+from . import (  # noqa: F401
+    analytic_elbo,
+    ciwae,
+    dreg,
+    elbo,
+    gdreg,
+    iwae,
+    jvi,
+    miwae,
+    piwae,
+    renyi,
+    rws,
+    stl,
+    sumo,
+    tvo,
+    vargrad,
+    vimco,
+)
 from .analytic_elbo import AnalyticELBO
 from .base import REGISTRY, Estimator, path_surrogate, scaled_sum
 from .direct import DirectGuide, DirectLogWeights, DirectModel

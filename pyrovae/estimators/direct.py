@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
 from ..plates import data_scale, register_module
-from .weights import LogWeights, hooked_view
+from .weights import LatentAtLeaf, Leaves, LogWeights, hooked_view, partial_grads
 
 
 class DirectModel(Protocol):
@@ -119,6 +119,16 @@ class DirectLogWeights(LogWeights):
 
     def model_at_detached(self) -> tuple[Tensor, Tensor]:
         return self.model.log_prob_terms(self.x, self.latents["z"].detach())
+
+    def at_leaves(self) -> Leaves:
+        z = self.latents["z"]
+        leaf = z.detach().requires_grad_()
+        log_lik, log_prior = self.model.log_prob_terms(self.x, leaf)
+        score = self.q.score_at_sample(z) if isinstance(self.q, ScoresOwnSample) else None
+        if score is None:
+            score = partial_grads(self.q.log_prob(leaf).sum(), [leaf])[0]
+        site = LatentAtLeaf(leaf, self.model.prior(self.x.shape[0]), None)
+        return Leaves({"z": site}, log_lik, log_prior, {"z": score.detach()})
 
     def kl(self) -> Tensor:
         try:

@@ -26,7 +26,7 @@ from torch.distributions import kl_divergence
 
 from ..errors import ModelStructureError
 from ..plates import data_scale, register_module
-from .weights import LogWeights, hooked_view
+from .weights import LatentAtLeaf, Leaves, LogWeights, hooked_view, partial_grads
 
 
 class LayeredModel(Protocol):
@@ -120,12 +120,26 @@ class LayeredLogWeights(LogWeights):
             raise ModelStructureError(
                 f"the model's latent sites {list(self.model.sites)} differ from the guide's {list(self.guide.sites)}"
             )
-        batch = self.x.shape[0]
-        p = {n: self.model.site_distribution(n, latents, batch) for n in self.model.sites}
+        p = self._priors(latents)
         if not hasattr(self, "p"):
             self.p = p
         site_log_p = {n: d.log_prob(latents[n]) for n, d in p.items()}
         return self.model.observation(latents).log_prob(self.x), site_log_p
+
+    def _priors(self, latents: dict[str, Tensor]) -> dict[str, TorchDistribution]:
+        return {n: self.model.site_distribution(n, latents, self.x.shape[0]) for n in self.model.sites}
+
+    def at_leaves(self) -> Leaves:
+        leaves = {n: z.detach().requires_grad_() for n, z in self.latents.items()}
+        priors = self._priors(leaves)
+        log_lik = self.model.observation(leaves).log_prob(self.x)
+        log_prior = sum(d.log_prob(leaves[n]) for n, d in priors.items())
+        first = self.guide.sites[0]
+        q = {n: self.q[n] if n == first else self.guide.site_distribution(n, self.x, leaves) for n in self.guide.sites}
+        log_q = sum(d.log_prob(leaves[n]).sum() for n, d in q.items())
+        grads = partial_grads(log_q, list(leaves.values()))  # type: ignore[arg-type]
+        sites = {n: LatentAtLeaf(z, priors[n], None) for n, z in leaves.items()}
+        return Leaves(sites, log_lik, log_prior, dict(zip(leaves, grads, strict=True)))  # type: ignore[arg-type]
 
     def _stopped(self, latents: dict[str, Tensor] | None = None) -> dict[str, TorchDistribution]:
         """Each guide site's distribution at the detached values of the sites before it (the first

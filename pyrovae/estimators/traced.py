@@ -12,7 +12,7 @@ every pass.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pyro
 import torch
@@ -39,7 +39,7 @@ from .structure import (
     site_name,
     site_value,
 )
-from .weights import LogWeights, hooked_view
+from .weights import LatentAtLeaf, Leaves, LogWeights, hooked_view, partial_grads
 
 
 def particle_plate(num_particles: int, max_plate_nesting: int) -> pyro.plate:
@@ -147,11 +147,23 @@ def check_plate_dims(site: Message, shape: torch.Size, nesting: int) -> None:
             )
 
 
-def _values(sites: dict[str, Message], detach: bool, grad_scale: dict | None, nesting: int) -> Trace:
-    """A trace for ``poutine.replay`` holding the values a pass sees."""
+def _mask(site: Message) -> Tensor | None:
+    mask = site["mask"]
+    return None if mask is None or isinstance(mask, bool) and mask else torch.as_tensor(mask)
+
+
+def _values(
+    sites: dict[str, Message],
+    detach: bool,
+    grad_scale: dict | None,
+    nesting: int,
+    given: dict[str, Tensor] | None = None,
+) -> Trace:
+    """A trace for ``poutine.replay`` holding the values a pass sees (``given`` ones where named)."""
     trace = Trace()
     for name, site in sites.items():
         value = site_value(site).detach() if detach else site_value(site)
+        value = given[name] if given is not None and name in given else value
         value = hooked_view(value, grad_scale, site_distribution(site).event_dim, nesting)
         trace.add_node(name, type="sample", is_observed=False, value=value, infer=site["infer"])
     return trace
@@ -314,6 +326,29 @@ class TracedLogWeights(LogWeights):
                 poutine.replay(self.plate(self.guide), trace=_values(sampled, True, None, self.nesting))
             ).get_trace(*self.args, **self.kwargs)
         return {name: replayed.nodes[name] for name in self._q_sites}
+
+    def at_leaves(self) -> Leaves:
+        leaves = {name: site_value(site).detach().requires_grad_() for name, site in self._latents.items()}
+        model_sites = counted_model_sites(self._run_model(_values(self._latents, True, None, self.nesting, leaves)))
+        log_lik, site_log_p = self._model_terms(model_sites)
+        q_sites: dict[str, Message]
+        if len(self._q_sites) == 1:
+            q_sites = {name: cast(Message, {**site, "value": leaves[name]}) for name, site in self._q_sites.items()}
+        else:
+            sampled = {name: site for name, site in self._q_sites.items() if not site["is_observed"]}
+            with self.pin:
+                replayed = poutine.trace(
+                    poutine.replay(self.plate(self.guide), trace=_values(sampled, True, None, self.nesting, leaves))
+                ).get_trace(*self.args, **self.kwargs)
+            q_sites = {name: replayed.nodes[name] for name in self._q_sites}
+        log_q = sum((self._log_prob("guide", site).sum() for site in q_sites.values()), torch.zeros(()))
+        grads = partial_grads(log_q, list(leaves.values()))
+        sites = {
+            name: LatentAtLeaf(leaves[name], site_distribution(model_sites[name]), _mask(model_sites[name]))
+            for name in leaves
+        }
+        log_prior = sum(site_log_p.values(), torch.zeros(()))
+        return Leaves(sites, log_lik, log_prior, dict(zip(leaves, grads, strict=True)))
 
     def model_at_detached(self) -> tuple[Tensor, Tensor]:
         trace = self._run_model(_values(self._latents, True, None, self.nesting))

@@ -21,12 +21,44 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
 from ..errors import ModelStructureError
 from .structure import refuse_uneven_scales
+
+
+class LatentAtLeaf(NamedTuple):
+    """One latent site of a draw re-evaluated at a leaf copy of its value (see :class:`Leaves`)."""
+
+    value: Tensor  # the sampled value, detached, requiring grad: [K, *inner, B, *event]
+    prior: Distribution  # the model's p(z_s | parents), parents at their leaves
+    mask: Tensor | None  # the model site's mask, if any
+
+
+class Leaves(NamedTuple):
+    """A draw's densities at leaf copies of its latents, so that autograd gives PARTIAL
+    derivatives in each z_s with the other latents held fixed (in the draw itself a later site is
+    a function of earlier ones). ``log_lik`` and ``log_prior`` (summed over sites) ``[K, B]`` (or
+    broadcastable) at the leaves; ``grad_log_q[s]`` = d log q(z) / dz_s at the leaves, no graph."""
+
+    sites: dict[str, LatentAtLeaf]
+    log_lik: Tensor
+    log_prior: Tensor
+    grad_log_q: dict[str, Tensor]
+
+
+def partial_grads(output: Tensor, leaves: list[Tensor]) -> list[Tensor]:
+    """d output / d leaf for each leaf, zeros where the output does not depend on it, no graph."""
+    if not leaves:
+        return []
+    if not output.requires_grad:
+        return [torch.zeros_like(v) for v in leaves]
+    grads = torch.autograd.grad(output, leaves, allow_unused=True, retain_graph=True)
+    return [torch.zeros_like(v) if g is None else g for v, g in zip(leaves, grads, strict=True)]
 
 
 class LogWeights(ABC):
@@ -105,6 +137,13 @@ class LogWeights(ABC):
     @abstractmethod
     def non_reparameterized(self) -> list[str]:
         """The guide's latent sites that cannot be reparameterized."""
+
+    def at_leaves(self) -> Leaves:
+        """The draw's densities at leaf copies of its latents (generalized DReG needs partial
+        derivatives); producers that can replay their model and guide at given values override it."""
+        raise ModelStructureError(
+            f"{type(self).__name__} cannot re-evaluate its model and guide at given latents, which 'gdreg' needs"
+        )
 
     def scale_latent_grads(self, factor: Tensor) -> None:
         """Multiply the gradient that reaches the latents through the MODEL by ``factor [K, B]``.

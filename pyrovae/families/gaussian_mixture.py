@@ -66,6 +66,12 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
         if self._validate_args:
             self._validate_sample(value)
         shape = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+        log_p = torch.logsumexp(self.component_log_probs(value), -1).to(value.dtype)  # [N]
+        return log_p.reshape(value.shape[:-1]).expand(shape)
+
+    def component_log_probs(self, value: Tensor) -> Tensor:
+        """log softmax(logits)_c + log N(z; loc_c, scale_c) for the N points of ``value [..., z_dim]``:
+        ``[N, C]``, in float64 (``ACCUMULATE``) or the inputs' wider dtype."""
         dtype = torch.promote_types(value.dtype, ACCUMULATE)
         loc, scale = self.component_loc.to(dtype), self.component_scale.to(dtype)  # [C, z_dim]
         centre = loc.detach().mean(0)  # [z_dim]; any m gives the same value, this one the least rounding
@@ -77,9 +83,7 @@ class DiagonalGaussianMixture(dist.MixtureSameFamily):
             - scale.log().sum(-1)
             - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
         )  # [C]
-        components = torch.addmm(const, torch.cat([v.pow(2), v], -1), torch.cat([-0.5 * a, shifted * a], -1).T)
-        log_p = torch.logsumexp(components, -1).to(value.dtype)  # [N]
-        return log_p.reshape(value.shape[:-1]).expand(shape)
+        return torch.addmm(const, torch.cat([v.pow(2), v], -1), torch.cat([-0.5 * a, shifted * a], -1).T)
 
 
 def mixture(logits: Tensor, components: dist.TorchDistribution) -> dist.MixtureSameFamily:

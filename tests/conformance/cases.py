@@ -117,12 +117,13 @@ CASES = {
     "tvo[moments,reparam]": ("tvo", {"partition": "moments", "gradient": "reparam"}),
     "sumo": ("sumo", {}),
     "vargrad": ("vargrad", {}),
+    "gdreg": ("gdreg", {}),
 }
 # estimators that need K >= 2 (a leave-one-out baseline, a variance, a jackknife) run with at
 # least that K where a test asks for fewer
 MIN_K = {"vimco": 2, "vargrad": 2, "jvi": 3}
 # estimators whose guide gradient is a path derivative only: exactly zero at the posterior
-PATH_DERIVATIVE = {"stl", "stl[iwae]", "dreg", "rws[dreg]", "dreg[0.5]", "jvi[2,dreg]"}
+PATH_DERIVATIVE = {"stl", "stl[iwae]", "dreg", "gdreg", "rws[dreg]", "dreg[0.5]", "jvi[2,dreg]"}
 # sleep-phi needs the dreamt data as the model's first argument (or that argument indexed)
 SLEEPS = {"rws[sleep]", "rws[dreg+sleep]"}
 

@@ -90,6 +90,7 @@ CASES = {
     "tvo": ("tvo", {}, tvo),
     "sumo": ("sumo", {}, None),  # m = K, and the roulette's draws after them: see hand_bound
     "vargrad": ("vargrad", {}, elbo),
+    "gdreg": ("gdreg", {}, iwae),
 }
 # estimators that need more particles than a test asks for (a baseline, a variance, a jackknife)
 MIN_K = {"vimco": 2, "vargrad": 2, "jvi": 3}
