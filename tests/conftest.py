@@ -20,6 +20,11 @@ settings.register_profile("ci", max_examples=30, derandomize=True, database=None
 settings.register_profile("long", max_examples=400, print_blob=True, **_common)
 settings.load_profile(os.environ.get("PYROVAE_HYPOTHESIS_PROFILE", "ci"))
 
+# Under pytest-xdist (`-n auto`: one worker a core) each worker computes on one thread, so that the
+# workers do not oversubscribe the cores they share.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_state():

@@ -16,6 +16,9 @@ from pyrovae.config import from_dict
 from pyrovae.data import InMemoryData
 from pyrovae.run import build_vae, checkpoint, load_images
 
+# several processes of their own (torchrun, a local Ray): one xdist worker runs these files' tests in turn
+pytestmark = pytest.mark.xdist_group("processes")
+
 SMALL = ["--hidden", "32", "--z-dim", "4", "--batch-size", "100", "--quiet"]
 
 

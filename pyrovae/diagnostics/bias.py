@@ -15,6 +15,10 @@ from ..estimators import make as make_estimator
 from ..estimators.traced import SubsamplePin
 
 PYRO_TRACE_ELBOS = ("Trace_ELBO", "TraceMeanField_ELBO", "TraceGraph_ELBO")
+# A difference whose root mean square is at most ROUNDING machine epsilons of the reference
+# gradient's is rounding: two computations of the same gradient (DReG's decoder gradient is IWAE's,
+# summed in another order) differ by ~sqrt(terms) eps, and a z-score of that noise means nothing.
+ROUNDING = 1000
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,10 @@ class Bias:
     Per scalar parameter, z = mean(g - r) / (sd(g - r) / sqrt(R)) over R paired draws of the
     estimator's gradient g and the reference's r. ``fraction_over``: the share of scalars with
     |z| > ``threshold`` (an unbiased estimator shows about ``expected_fraction``, 0.27% at 3);
-    ``max_abs_z``, ``mean_abs_z``; scalars whose difference is identically zero (``num_zero``) are
-    left out, and a difference constant and nonzero over the draws counts as infinitely biased.
+    ``max_abs_z``, ``mean_abs_z``; scalars whose difference is zero up to rounding (``num_zero``:
+    its root mean square at most ``ROUNDING`` eps of the reference's, the two gradients computed
+    alike in different orders) are left out, and a difference constant and nonzero over the draws
+    counts as infinitely biased.
     """
 
     fraction_over: float
@@ -75,11 +81,11 @@ def flat_gradient(loss: Tensor, params: list[Tensor]) -> Tensor:
 def paired_differences(
     estimator: Any, reference: Callable[..., Tensor], model: Callable, guide: Callable, params: list[Tensor],
     args: tuple, kwargs: dict, num_draws: int, seed: int,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """Sums of d = g - r and d^2 over ``num_draws`` pairs, each pair drawn from one seed (the same
-    particles where the two draw alike), torch's own random state left as it was."""
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """Sums of d = g - r, d^2 and r^2 over ``num_draws`` pairs, each pair drawn from one seed (the
+    same particles where the two draw alike), torch's own random state left as it was."""
     total = torch.zeros(sum(p.numel() for p in params), dtype=torch.float64, device=params[0].device)
-    squares = torch.zeros_like(total)
+    squares, ref_squares = torch.zeros_like(total), torch.zeros_like(total)
     steps = getattr(estimator, "num_steps", None)
     devices = [params[0].device] if params[0].device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), SubsamplePin():
@@ -87,12 +93,14 @@ def paired_differences(
             torch.manual_seed(seed + r)
             g = flat_gradient(estimator.differentiable_loss(model, guide, *args, **kwargs), params)
             torch.manual_seed(seed + r)
-            d = (g - flat_gradient(reference(model, guide, *args, **kwargs), params)).double()
+            ref = flat_gradient(reference(model, guide, *args, **kwargs), params)
+            d = (g - ref).double()
             total += d
             squares += d * d
+            ref_squares += ref.double().square()
     if steps is not None:
         estimator.num_steps = steps  # a measurement is not a training step (warm-up schedules)
-    return total, squares
+    return total, squares, ref_squares
 
 
 def gradient_bias(
@@ -121,23 +129,30 @@ def gradient_bias(
     name, fn = ("given reference", reference) if reference is not None else reference_for(estimator)
     names = list(groups)
     params = [p for n in names for p in groups[n]]
-    total, squares = paired_differences(estimator, fn, model, guide, params, args, kwargs, num_draws, seed)
+    total, squares, ref_squares = paired_differences(estimator, fn, model, guide, params, args, kwargs, num_draws, seed)
+    eps = torch.finfo(params[0].dtype).eps
     out, start = {}, 0
     for n in names:
         size = sum(p.numel() for p in groups[n])
         sl = slice(start, start + size)
-        out[n] = summarize(total[sl], squares[sl], num_draws, name, threshold)
+        rounding = ROUNDING * eps * ref_squares[sl].div(num_draws).sqrt()
+        out[n] = summarize(total[sl], squares[sl], num_draws, name, threshold, rounding)
         start += size
     return out
 
 
-def summarize(total: Tensor, squares: Tensor, n: int, reference: str, threshold: float) -> Bias:
-    """z per scalar from the sums of d and d^2, and the group's summary."""
+def summarize(
+    total: Tensor, squares: Tensor, n: int, reference: str, threshold: float, rounding: Tensor | None = None
+) -> Bias:
+    """z per scalar from the sums of d and d^2, and the group's summary; a scalar whose difference
+    has a root mean square at most ``rounding`` (per scalar) is zero."""
     mean = total / n
     var = ((squares - n * mean * mean) / (n - 1)).clamp(min=0.0)
     rms = squares.div(n).sqrt()
     scale = rms.max().item() if rms.numel() else 0.0
     zero = rms <= 1e-12 * max(scale, 1e-300)
+    if rounding is not None:
+        zero = zero | (rms <= rounding)
     se = (var / n).sqrt()
     z = torch.where(se > 1e-12 * rms, mean.abs() / se, torch.full_like(mean, math.inf))[~zero]
     if z.numel() == 0:

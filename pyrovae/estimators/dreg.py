@@ -27,9 +27,9 @@ class DReG(Estimator):
     Parameters q shares with the model (a VampPrior's encoder, a top-down prior the guide reuses):
     the score term d log q / d(parameter) at fixed z is removed for EVERY parameter q depends on,
     wherever it lives, and their direct appearance in p keeps the IWAE weight w~, so the gradient
-    stays unbiased for IWAE's in every parameter (tested). It is not Bauer & Mnih's (2021)
-    generalized DReG, which also turns p's own score term in those parameters into a path term: on
-    a VampPrior the encoder biases' gradient variance is then higher than IWAE's (a known gap).
+    stays unbiased for IWAE's in every parameter (tested). p's own score term in those parameters
+    is kept: on a VampPrior the encoder biases' gradient variance is then higher than IWAE's;
+    ``gdreg`` (Bauer & Mnih's generalized DReG) turns it into a path term too.
 
     Implemented, for guides with any number of latent sites, as
     S = sum_k stop(w~_k) log p(x, z_k) - sum_k stop(v_k) log q_stop(z_k), with the gradient that

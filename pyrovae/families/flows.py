@@ -211,18 +211,64 @@ def flow_step_solve(step: FlowStep, context: Tensor, x: Tensor, v: Tensor, block
         rhs = v.reshape(-1, d) - (c[0] * slope) @ w_in  # v - r, the part of r through theta; [N, d]
         if dl_dx is not None:
             rhs = rhs - dl_dx.reshape(-1, d)
-        g, c = torch.empty_like(rhs), torch.zeros_like(slope)
         order = net.permutation  # position k holds variable order[k]
-        for end in range(d, 0, -block):
-            idx = order[max(end - block, 0) : end]
-            u_b = _pullback_rows(net, pre, _batched_rows(a_t[idx], w_out[idx])).mul_(slope)  # [b, N, H_0]
-            w_b = w_in[:, idx]  # [H_0, b]
-            jac_bb = (u_b @ w_b).permute(1, 0, 2) + torch.diag_embed(dy_dx[:, idx])  # [N, b, b], lower triangular
-            r_b = rhs[:, idx] - c @ w_b  # [N, b]
-            g_b = torch.linalg.solve_triangular(jac_bb.transpose(-1, -2), r_b.unsqueeze(-1), upper=True)
-            g[:, idx] = g_b.squeeze(-1)
-            c = c + torch.bmm(g_b.transpose(-1, -2), u_b.transpose(0, 1)).squeeze(-2)  # [N, H_0]
+        if len(pre) == 1 and a_t.shape[-1] <= 4:  # one hidden layer, few parameters a variable (IAF)
+            g = _substitute_by_products(order, rhs, dy_dx, a_t, w_out, slope, w_in, block)
+        else:
+            g = _substitute_by_rows(net, pre, order, rhs, dy_dx, a_t, w_out, slope, w_in, block)
     return g.view(shape)
+
+
+def _substitute_by_rows(
+    net: ConditionalAutoRegressiveNN,
+    pre: list[Tensor],
+    order: Tensor,
+    rhs: Tensor,
+    dy_dx: Tensor,
+    a_t: Tensor,
+    w_out: Tensor,
+    slope: Tensor,
+    w_in: Tensor,
+    block: int,
+) -> Tensor:
+    """Back-substitution for :func:`flow_step_solve`, last block first, forming each block's rows
+    of U ``[b, N, H_0]`` (pulled back through every hidden layer): any MADE."""
+    g, c = torch.empty_like(rhs), torch.zeros_like(slope)
+    d = rhs.shape[-1]
+    for end in range(d, 0, -block):
+        idx = order[max(end - block, 0) : end]
+        u_b = _pullback_rows(net, pre, _batched_rows(a_t[idx], w_out[idx])).mul_(slope)  # [b, N, H_0]
+        w_b = w_in[:, idx]  # [H_0, b]
+        jac_bb = (u_b @ w_b).permute(1, 0, 2) + torch.diag_embed(dy_dx[:, idx])  # [N, b, b], lower triangular
+        r_b = rhs[:, idx] - c @ w_b  # [N, b]
+        g_b = torch.linalg.solve_triangular(jac_bb.transpose(-1, -2), r_b.unsqueeze(-1), upper=True)
+        g[:, idx] = g_b.squeeze(-1)
+        c = c + torch.bmm(g_b.transpose(-1, -2), u_b.transpose(0, 1)).squeeze(-2)  # [N, H_0]
+    return g
+
+
+def _substitute_by_products(
+    order: Tensor, rhs: Tensor, dy_dx: Tensor, a_t: Tensor, w_out: Tensor, slope: Tensor, w_in: Tensor, block: int
+) -> Tensor:
+    """The same back-substitution for a MADE with one hidden layer and M <= 4 parameters a variable
+    (IAF: M = 2), without U: J_bb[n, i, j] = sum_m a[n, i, m] T[n, i, m, j] with
+    T = slope @ R, R[h, (i, m, j)] = W_out[(m, i), h] W_in[h, j] a ``[H, b M b]`` product of the
+    weights alone, so each block is one matrix product ``[N, H] x [H, b M b]`` and c = U^T g is
+    sum_m (a_m g) @ W_out_m, times the slope: no ``[b, N, H]`` tensor is formed."""
+    g, c = torch.empty_like(rhs), torch.zeros_like(slope)
+    n, d = rhs.shape
+    for end in range(d, 0, -block):
+        idx = order[max(end - block, 0) : end]
+        b, w_o, w_b = len(idx), w_out[idx], w_in[:, idx]  # [b, M, H], [H, b]
+        r = (w_o.permute(2, 0, 1).unsqueeze(-1) * w_b[:, None, None, :]).flatten(1)  # [H, b M b]
+        t = (slope @ r).view(n, b, -1, b)  # [N, b, M, b]
+        a_b = a_t[idx].permute(1, 0, 2)  # [N, b, M]
+        jac_bb = (a_b.unsqueeze(-1) * t).sum(2) + torch.diag_embed(dy_dx[:, idx])  # [N, b, b]
+        r_b = rhs[:, idx] - (c * slope) @ w_b  # [N, b]
+        g_b = torch.linalg.solve_triangular(jac_bb.transpose(-1, -2), r_b.unsqueeze(-1), upper=True).squeeze(-1)
+        g[:, idx] = g_b
+        c = c + torch.einsum("nbm,bmh->nh", a_b * g_b.unsqueeze(-1), w_o)  # [N, H_0], before the slope
+    return g
 
 
 class FlowDistribution(dist.TransformedDistribution):

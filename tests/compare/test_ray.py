@@ -16,6 +16,9 @@ from pyrovae.compare.grid import EXECUTION_BASE_KEYS
 
 ray = pytest.importorskip("ray")
 
+# several processes of their own (torchrun, a local Ray): one xdist worker runs these files' tests in turn
+pytestmark = pytest.mark.xdist_group("processes")
+
 ARGS = ["--estimators", "elbo", "iwae:2", "--seeds", "0", "--steps", "300", "--set", "hidden=[16]", "--set",
         "z_dim=4", "--eval-num-samples", "20", "--psis-samples", "100", "--snr-draws", "8", "--gap-points", "4",
         "--gap-steps", "5"]  # fmt: skip
