@@ -23,13 +23,18 @@ ESTIMATORS = ["elbo:5", "iwae:5", "dreg:5", "dreg:5:alpha=0.5", "jvi:5", "tvo:5"
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="runs/frontier", help="the comparison's folder (default: runs/frontier)")
-    p.add_argument("--steps", type=int, default=2000, help="gradient steps per cell (default: 2000)")
+    args = grid_arguments(__doc__, "runs/frontier", 2000).parse_args(argv)
+    run_grid(ESTIMATORS, [f"dataset={args.dataset}"] if args.dataset else [], args, "frontier.md")
+
+
+def grid_arguments(doc: str | None, out: str, steps: int) -> argparse.ArgumentParser:
+    """The options of a grid script: its folder, steps per cell, workers and data set."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    p.add_argument("--out", default=out, help=f"the comparison's folder (default: {out})")
+    p.add_argument("--steps", type=int, default=steps, help=f"gradient steps per cell (default: {steps})")
     p.add_argument("--workers", type=int, default=2, help="cells at once (default: 2)")
     p.add_argument("--dataset", default=None, help="e.g. mnist (default: the embedded digits)")
-    args = p.parse_args(argv)
-    run_grid(ESTIMATORS, [f"dataset={args.dataset}"] if args.dataset else [], args, "frontier.md")
+    return p
 
 
 def run_grid(estimators: list[str], settings: list[str], args: argparse.Namespace, result: str) -> None:

@@ -11,21 +11,14 @@ Usage: python benchmarks/gdreg_vamp.py [--out runs/gdreg_vamp] [--steps 1000] [-
 
 from __future__ import annotations
 
-import argparse
-
-from frontier import run_grid
+from frontier import grid_arguments, run_grid
 
 ESTIMATORS = ["iwae:5", "dreg:5", "gdreg:5"]
 SETTINGS = ["prior=vamp", "prior_components=100"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="runs/gdreg_vamp", help="the comparison's folder (default: runs/gdreg_vamp)")
-    p.add_argument("--steps", type=int, default=1000, help="gradient steps per cell (default: 1000)")
-    p.add_argument("--workers", type=int, default=2, help="cells at once (default: 2)")
-    p.add_argument("--dataset", default=None, help="e.g. mnist (default: the embedded digits)")
-    args = p.parse_args(argv)
+    args = grid_arguments(__doc__, "runs/gdreg_vamp", 1000).parse_args(argv)
     run_grid(ESTIMATORS, SETTINGS + ([f"dataset={args.dataset}"] if args.dataset else []), args, "gdreg_vamp.md")
 
 

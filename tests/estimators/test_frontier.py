@@ -311,11 +311,17 @@ def shared_prior():
     return model, guide, x, unique_params(model, guide), unique_params(guide)
 
 
-def vamp_prior():
+def learned_prior_vae(prior: str) -> tuple[pyrovae.VAE, Tensor]:
+    """A small float64 VAE with a learned ``prior`` (3 components) and 6 binary points, 30 copies each."""
     torch.manual_seed(0)
-    vae = pyrovae.VAE(x_dim=8, z_dim=2, hidden=[8], prior="vamp", prior_components=3).double()
+    vae = pyrovae.VAE(x_dim=8, z_dim=2, hidden=[8], prior=prior, prior_components=3).double()
     x = torch.bernoulli(torch.full((6, 8), 0.4, dtype=DTYPE), generator=torch.Generator().manual_seed(1))
-    return vae.model, vae.guide, x.repeat(30, 1), unique_params(vae.model, vae.guide), unique_params(vae.guide)
+    return vae, x.repeat(30, 1)
+
+
+def vamp_prior():
+    vae, x = learned_prior_vae("vamp")
+    return vae.model, vae.guide, x, unique_params(vae.model, vae.guide), unique_params(vae.guide)
 
 
 class TopDownModel(nn.Module):
@@ -358,12 +364,10 @@ def top_down():
 
 
 def mog_prior():
-    torch.manual_seed(0)
-    vae = pyrovae.VAE(x_dim=8, z_dim=2, hidden=[8], prior="mog", prior_components=3).double()
-    x = torch.bernoulli(torch.full((6, 8), 0.4, dtype=DTYPE), generator=torch.Generator().manual_seed(1))
+    vae, x = learned_prior_vae("mog")
     prior = [p for n, p in vae.model.named_parameters() if n in ("logits", "locs", "log_scales")]
     assert len(prior) == 3
-    return vae.model, vae.guide, x.repeat(30, 1), unique_params(vae.model, vae.guide), prior  # the prior's, not q's
+    return vae.model, vae.guide, x, unique_params(vae.model, vae.guide), prior  # the prior's, not q's
 
 
 def vamp_traced():
