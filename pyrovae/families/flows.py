@@ -39,6 +39,7 @@ Linear Rational Splines".
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -251,37 +252,41 @@ def _substitute_by_products(
     order: Tensor, rhs: Tensor, dy_dx: Tensor, a_t: Tensor, w_out: Tensor, slope: Tensor, w_in: Tensor, block: int
 ) -> Tensor:
     """The same back-substitution for a MADE with one hidden layer and M <= 4 parameters a variable
-    (IAF: M = 2), without U. Below the diagonal (in the block's order; the diagonal is dy/dx),
-    J_bb[n, i, j] = sum_m a[n, i, m] T[n, (i, j), m] with T = slope @ R and
-    R[h, ((i, j), m)] = W_out[(m, i), h] W_in[h, j] over the block's P = b (b - 1) / 2 pairs j < i,
-    a product of the weights alone: each block is one matrix product ``[N, H] x [H, P M]``, and
-    c = U^T g is sum_m (a_m g) @ W_out_m times the slope; no ``[b, N, H]`` tensor is formed. The
-    variables are put in the net's order once, so that each block is a slice."""
+    (IAF: M = 2), without U. Below the diagonal of each block (the diagonal is dy/dx),
+    J[n, i, j] = sum_m a[n, i, m] T[n, (i, j), m] with T = slope @ R and
+    R[h, ((i, j), m)] = W_out[(m, i), h] W_in[h, j] over every block's pairs j < i, a product of the
+    weights alone: all diagonal blocks are ONE matrix product ``[N, H] x [H, P M]`` before the
+    sequential part, which is then a solve and c = U^T g = sum_m (a_m g) @ W_out_m (times the
+    slope) a block; no ``[b, N, H]`` tensor is formed. The variables are put in the net's order
+    once, so that each block is a slice."""
     n, d = rhs.shape
     rhs, dy_dx, w_in = rhs.index_select(1, order), dy_dx.index_select(1, order), w_in.index_select(1, order)
     a, w_out = a_t.index_select(0, order).permute(1, 0, 2), w_out.index_select(0, order)  # [N, d, M], [d, M, H]
+    later, earlier = _pairs_below(d, block, rhs.device)  # [P]: every block's pairs j < i, in order
+    r = (w_out.index_select(0, later).permute(2, 0, 1) * w_in.index_select(1, earlier)[..., None]).flatten(1)
+    below = ((slope @ r).view(n, -1, a.shape[-1]) * a.index_select(1, later)).sum(-1)  # [N, P]
+    jac = torch.diag_embed(dy_dx).flatten(1)  # [N, d d]
+    jac[:, later * d + earlier] = below
+    jac = jac.view(n, d, d)  # lower triangular in each diagonal block; only those are read
     g, c = torch.empty_like(rhs), torch.zeros_like(slope)
     for end in range(d, 0, -block):
         start = max(end - block, 0)
-        b, w_o, w_b, a_b = end - start, w_out[start:end], w_in[:, start:end], a[:, start:end]
-        later, earlier, place = _pairs_below(b, rhs)  # the P pairs j < i, and [P, b b] placing them
-        r = (w_o.index_select(0, later).permute(2, 0, 1) * w_b.index_select(1, earlier)[..., None]).flatten(1)
-        below = ((slope @ r).view(n, -1, a.shape[-1]) * a_b.index_select(1, later)).sum(-1)  # [N, P]
-        jac_bb = (below @ place).view(n, b, b) + torch.diag_embed(dy_dx[:, start:end])  # [N, b, b], lower
-        r_b = rhs[:, start:end] - (c * slope) @ w_b  # [N, b]
+        jac_bb = jac[:, start:end, start:end]  # [N, b, b], lower triangular
+        r_b = rhs[:, start:end] - (c * slope) @ w_in[:, start:end]  # [N, b]
         g_b = torch.linalg.solve_triangular(jac_bb.transpose(-1, -2), r_b.unsqueeze(-1), upper=True).squeeze(-1)
         g[:, start:end] = g_b
-        c = c + torch.einsum("nbm,bmh->nh", a_b * g_b.unsqueeze(-1), w_o)  # [N, H_0], before the slope
+        c = c + torch.einsum("nbm,bmh->nh", a[:, start:end] * g_b.unsqueeze(-1), w_out[start:end])  # [N, H_0]
     return g.index_select(1, torch.argsort(order))  # back from the net's order
 
 
-def _pairs_below(b: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The pairs (i, j), j < i, of a ``b x b`` block (rows ``later``, columns ``earlier``) and the
-    ``[P, b b]`` 0/1 matrix that places P values at them, in ``like``'s dtype and device."""
-    later, earlier = torch.tril_indices(b, b, -1, device=like.device)
-    place = torch.zeros(later.numel(), b * b, dtype=like.dtype, device=like.device)
-    place[torch.arange(later.numel(), device=like.device), later * b + earlier] = 1.0
-    return later, earlier, place
+@functools.lru_cache(maxsize=64)
+def _pairs_below(d: int, block: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The pairs (i, j), j < i, inside each block of :func:`_substitute_by_products` (blocks of
+    ``block`` positions from the end of ``d``): rows ``later``, columns ``earlier``."""
+    starts = [(max(end - block, 0), end) for end in range(d, 0, -block)]
+    pairs = [(i, j) for start, end in starts for i in range(start, end) for j in range(start, i)]
+    both = torch.tensor(pairs, dtype=torch.long, device=device).reshape(-1, 2)  # [P, 2]; P = 0 for blocks of one
+    return both[:, 0], both[:, 1]
 
 
 class FlowDistribution(dist.TransformedDistribution):

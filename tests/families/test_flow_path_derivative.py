@@ -31,11 +31,13 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def perturbed_guide(case: str, seed: int = 0) -> FlowGuide:
-    """A float64 flow guide, three steps, two hidden layers a net, tanh, with every parameter
-    jittered so that no step is near the identity and the splines' bins differ."""
+def perturbed_guide(case: str, seed: int = 0, flow_hidden: tuple[int, ...] = (9, 8)) -> FlowGuide:
+    """A float64 flow guide, three steps, two hidden layers a net (or ``flow_hidden``), tanh, with
+    every parameter jittered so that no step is near the identity and the splines' bins differ."""
     torch.manual_seed(seed)
-    guide = FlowGuide(X_DIM, Z_DIM, hidden=[6], activation="tanh", flow_layers=3, flow_hidden=[9, 8], **FLOWS[case])
+    guide = FlowGuide(
+        X_DIM, Z_DIM, hidden=[6], activation="tanh", flow_layers=3, flow_hidden=list(flow_hidden), **FLOWS[case]
+    )
     guide = guide.double()
     with torch.no_grad():
         for p in guide.parameters():
@@ -49,10 +51,11 @@ def data(seed: int = 1) -> Tensor:
     )
 
 
+@pytest.mark.parametrize("flow_hidden", [(9, 8), (9,)], ids=["two-layers", "one-layer"])  # two solvers for IAF
 @pytest.mark.parametrize("block", [1, 3, 8])
 @pytest.mark.parametrize("case", sorted(FLOWS))
-def test_step_solve_is_the_dense_solve_with_autograds_jacobian(case, block):
-    guide, x = perturbed_guide(case), data()
+def test_step_solve_is_the_dense_solve_with_autograds_jacobian(case, block, flow_hidden):
+    guide, x = perturbed_guide(case, flow_hidden=flow_hidden), data()
     h = guide.encoder(x)[2]  # [B, context]
     point, v = torch.randn(2, B, Z_DIM, dtype=torch.float64).unbind(0)
     for step in guide.flows:
