@@ -17,7 +17,8 @@ class DReG(Estimator):
 
     theta: sum_k w~_k grad_theta log p(x, z_k), as IWAE. phi: sum_k v_k (d lw'_k / dz_k)
     (dz_k / dphi), lw'_k = log p(x, z_k) - log q_stop(z_k | x), with
-    v_k = (1 - alpha) w~_k + (2 alpha - 1) w~_k^2: ``alpha = 1`` (the default) is IWAE-DReG,
+    v_k = (1 - alpha) w~_k + (2 alpha - 1) w~_k^2 (with a KL weight beta, IWAE-DReG's w~^2 is
+    w~ - beta w~ (1 - w~), the path form of beta w~ d log q / dphi): ``alpha = 1`` (the default) is IWAE-DReG,
     v = w~^2, unbiased for the IWAE gradient, whose guide gradient does not vanish in
     signal-to-noise as K grows (IWAE's falls like K^-1/2), with zero variance for phi at the exact
     posterior; ``alpha = 0`` is RWS-DReG, v = w~ - w~^2 (the doubly reparameterized wake-phi
@@ -68,5 +69,9 @@ class DReG(Estimator):
 
     def point_surrogate(self, w: LogWeights, kl_weight: float) -> Tensor:
         wt = w.log_w(kl_weight).softmax(0).detach()  # [K, B]
-        c = (1.0 - self.alpha) + (2.0 * self.alpha - 1.0) * wt  # v / w~
+        # v / w~ on the path derivative of lw' = log p(x | z) + beta (log p(z) - log q): IWAE's
+        # guide score term is beta w~ d log q / dphi, whose path form is beta w~ (1 - w~) dlw'/dz,
+        # so IWAE-DReG weighs the path by w~ - beta w~ (1 - w~) (w~^2 at beta = 1); RWS-DReG by w~ - w~^2
+        beta = kl_weight
+        c = self.alpha * (1.0 - beta + beta * wt) + (1.0 - self.alpha) * (1.0 - wt)
         return path_surrogate(w, wt, wt * c, kl_weight, c=c, stop_q=True)

@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from ..errors import ConfigError
-from .base import path_surrogate, register
+from .base import register
 from .dreg import DReG
 from .transport import transport
 from .weights import LatentAtLeaf, Leaves, LogWeights, partial_grads
@@ -57,8 +57,7 @@ class GDReG(DReG):
     def point_surrogate(self, w: LogWeights, kl_weight: float) -> Tensor:
         w.require_one_scale("gdreg")
         wt = w.log_w(kl_weight).softmax(0).detach()  # [K, B]
-        surrogate = path_surrogate(w, wt, wt * wt, kl_weight, c=wt, stop_q=True)
-        return surrogate + prior_path(w.at_leaves(), wt, kl_weight)
+        return super().point_surrogate(w, kl_weight) + prior_path(w.at_leaves(), wt, kl_weight)
 
 
 def prior_path(leaves: Leaves, wt: Tensor, beta: float) -> Tensor:

@@ -102,6 +102,7 @@ class JVI(Estimator):
         log_p = w.log_lik + kl_weight * w.log_prior
         log_p_det = log_p_lik + kl_weight * log_p_prior
         path = log_p - kl_weight * w.log_q_stop() - log_p_det  # phi's path derivative of lw', no theta
+        v = (1.0 - kl_weight) * a + kl_weight * v  # each subset's w~ - beta w~ (1 - w~), as DReG's
         return (a * log_p_det).sum(0) + (v * path).sum(0)
 
     def _terms(self, lw: Tensor) -> list[tuple[float, Tensor]]:

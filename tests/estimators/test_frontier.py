@@ -435,6 +435,23 @@ def test_generalized_dreg_lowers_the_gradient_variance(setup):
         assert var["gdreg"] < 0.1 * min(var["dreg"], var["iwae"]), var
 
 
+@pytest.mark.parametrize("setup", [shared_prior, top_down], ids=["shared-mean", "top-down"])
+def test_dreg_and_generalized_dreg_follow_a_kl_weight(setup):
+    """With beta = kl_weight in lw' = log p(x | z) + beta (log p(z) - log q), IWAE's guide score term
+    is beta w~ d log q / dphi, whose path form weighs the path by w~ - beta w~ (1 - w~) (not w~^2),
+    and GDReG transports beta w~ d log p / dtheta: both mean gradients are IWAE's on the same weighted
+    log weights (z-test, R = 120 draws each), which differs from the beta = 1 gradient. (DReG with
+    w~^2 at beta = 0.5 was off by |z| > 100 here.)"""
+    model, guide, x, params, _ = setup()
+    pyro.set_rng_seed(13)
+    i = gradient_draws(estimators.make("iwae", num_particles=8, kl_weight=0.5), model, guide, (x,), params, 120)
+    for name in ("dreg", "gdreg"):
+        g = gradient_draws(estimators.make(name, num_particles=8, kl_weight=0.5), model, guide, (x,), params, 120)
+        assert z_scores(g, i).abs().max().item() < 5, name
+    one = gradient_draws(estimators.make("iwae", num_particles=8), model, guide, (x,), params, 120)
+    assert z_scores(one, i).abs().max().item() > 8  # beta changes the gradient: the test can tell
+
+
 def test_generalized_dreg_is_dreg_where_the_prior_has_no_parameters():
     """With p(z) = N(0, I) there is no prior score term to transport: GDReG's gradient is DReG's on the
     same draw (the extra pass changes nothing), on the linear-Gaussian model, every parameter."""
@@ -473,19 +490,21 @@ def test_vargrad_mean_gradient_is_the_exact_elbo_gradient_and_its_value_the_elbo
 
 
 # -- 8. JVI's two gradients agree in the mean ------------------------------------------------------
+@pytest.mark.parametrize("kl_weight", [1.0, 0.5])
 @pytest.mark.parametrize("order", [1, 2])
-def test_jvi_dreg_and_reparam_gradients_have_the_same_mean(order):
+def test_jvi_dreg_and_reparam_gradients_have_the_same_mean(order, kl_weight):
     """Each IWAE(S) term's DReG gradient is unbiased for its reparameterized gradient (Tucker et al. 2019,
     eq. 5-7), so the jackknife combination of either has the mean grad E[JVI_m] (Nowozin 2018 with the
-    DReG form of google-research/dreg_estimators): coordinatewise z-test over R = 30 draws each."""
+    DReG form of google-research/dreg_estimators): coordinatewise z-test over R = 30 draws each; with a
+    KL weight beta each term's path weight is w~ - beta w~ (1 - w~), as DReG's."""
     lg = LinearGaussian().perturb(**MILD)
     x = lg.x.repeat(50, 1)
     params = lg.parameters()
     draws = 30
     pyro.set_rng_seed(14)
-    d = gradient_draws(estimators.make("jvi", num_particles=5, order=order, gradient="dreg"),
+    d = gradient_draws(estimators.make("jvi", num_particles=5, order=order, gradient="dreg", kl_weight=kl_weight),
                        lg.model, lg.guide, (x,), params, draws)  # fmt: skip
-    r = gradient_draws(estimators.make("jvi", num_particles=5, order=order, gradient="reparam"),
+    r = gradient_draws(estimators.make("jvi", num_particles=5, order=order, gradient="reparam", kl_weight=kl_weight),
                        lg.model, lg.guide, (x,), params, draws)  # fmt: skip
     z = z_scores(d, r)
     assert z.abs().max().item() < 5, z
