@@ -258,35 +258,43 @@ def _substitute_by_products(
     weights alone: all diagonal blocks are ONE matrix product ``[N, H] x [H, P M]`` before the
     sequential part, which is then a solve and c = U^T g = sum_m (a_m g) @ W_out_m (times the
     slope) a block; no ``[b, N, H]`` tensor is formed. The variables are put in the net's order
-    once, so that each block is a slice."""
+    once and padded in front to whole blocks (unit diagonal, zero right-hand side: zero there)."""
     n, d = rhs.shape
-    rhs, dy_dx, w_in = rhs.index_select(1, order), dy_dx.index_select(1, order), w_in.index_select(1, order)
-    a, w_out = a_t.index_select(0, order).permute(1, 0, 2), w_out.index_select(0, order)  # [N, d, M], [d, M, H]
-    later, earlier = _pairs_below(d, block, rhs.device)  # [P]: every block's pairs j < i, in order
+    pad = -d % block
+    rhs = F.pad(rhs.index_select(1, order), (pad, 0))  # [N, D], D = d + pad
+    dy_dx = F.pad(dy_dx.index_select(1, order), (pad, 0), value=1.0)
+    a = F.pad(a_t.index_select(0, order).permute(1, 0, 2), (0, 0, pad, 0))  # [N, D, M]
+    w_out = F.pad(w_out.index_select(0, order), (0, 0, 0, 0, pad, 0))  # [D, M, H]
+    w_in = F.pad(w_in.index_select(1, order), (pad, 0))  # [H, D]
+    later, earlier, dest = _block_pairs(d + pad, block, rhs.device)  # [P], [P], [P + D]
     r = (w_out.index_select(0, later).permute(2, 0, 1) * w_in.index_select(1, earlier)[..., None]).flatten(1)
     below = ((slope @ r).view(n, -1, a.shape[-1]) * a.index_select(1, later)).sum(-1)  # [N, P]
-    jac = torch.diag_embed(dy_dx).flatten(1)  # [N, d d]
-    jac[:, later * d + earlier] = below
-    jac = jac.view(n, d, d)  # lower triangular in each diagonal block; only those are read
+    blocks = rhs.new_zeros(n, (d + pad) * block).index_copy_(1, dest, torch.cat([below, dy_dx], 1))
+    jt = blocks.view(n, -1, block, block).permute(1, 0, 3, 2).contiguous()  # [nb, N, b, b]: J^T, upper
     g, c = torch.empty_like(rhs), torch.zeros_like(slope)
-    for end in range(d, 0, -block):
-        start = max(end - block, 0)
-        jac_bb = jac[:, start:end, start:end]  # [N, b, b], lower triangular
-        r_b = rhs[:, start:end] - (c * slope) @ w_in[:, start:end]  # [N, b]
-        g_b = torch.linalg.solve_triangular(jac_bb.transpose(-1, -2), r_b.unsqueeze(-1), upper=True).squeeze(-1)
-        g[:, start:end] = g_b
-        c = c + torch.einsum("nbm,bmh->nh", a[:, start:end] * g_b.unsqueeze(-1), w_out[start:end])  # [N, H_0]
-    return g.index_select(1, torch.argsort(order))  # back from the net's order
+    for k in range(jt.shape[0] - 1, -1, -1):
+        s = slice(k * block, (k + 1) * block)
+        r_b = rhs[:, s] - (c * slope) @ w_in[:, s]  # [N, b]
+        g_b = torch.linalg.solve_triangular(jt[k], r_b.unsqueeze(-1), upper=True).squeeze(-1)
+        g[:, s] = g_b
+        c = c + torch.einsum("nbm,bmh->nh", a[:, s] * g_b.unsqueeze(-1), w_out[s])  # [N, H_0], before the slope
+    return g[:, pad:].index_select(1, torch.argsort(order))  # back from the net's order
 
 
 @functools.lru_cache(maxsize=64)
-def _pairs_below(d: int, block: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """The pairs (i, j), j < i, inside each block of :func:`_substitute_by_products` (blocks of
-    ``block`` positions from the end of ``d``): rows ``later``, columns ``earlier``."""
-    starts = [(max(end - block, 0), end) for end in range(d, 0, -block)]
-    pairs = [(i, j) for start, end in starts for i in range(start, end) for j in range(start, i)]
+def _block_pairs(size: int, block: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """For ``size`` positions in blocks of ``block``: the pairs (i, j), j < i, inside each block
+    (rows ``later``, columns ``earlier``), and where each pair's value, then each position's
+    diagonal value, lands in the blocks laid out flat, ``[size // block, block, block]``."""
+    pairs = [(i, j) for start in range(0, size, block) for i in range(start, start + block) for j in range(start, i)]
     both = torch.tensor(pairs, dtype=torch.long, device=device).reshape(-1, 2)  # [P, 2]; P = 0 for blocks of one
-    return both[:, 0], both[:, 1]
+    later, earlier = both[:, 0], both[:, 1]
+    diagonal = torch.arange(size, device=device)
+
+    def flat(i: Tensor, j: Tensor) -> Tensor:
+        return (i // block) * block * block + (i % block) * block + j % block
+
+    return later, earlier, torch.cat([flat(later, earlier), flat(diagonal, diagonal)])
 
 
 class FlowDistribution(dist.TransformedDistribution):
