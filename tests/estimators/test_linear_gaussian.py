@@ -254,8 +254,9 @@ def test_gradient_equals_the_hand_gradient_at_the_same_noise(case, kl_weight, lg
 def test_path_derivative_gradients_equal_the_hand_surrogate(name, kl_weight, lg):
     """From explicit densities at the same noise, lw'_k = log p(x | z_k) + beta (log p(z_k) -
     log q_stop(z_k)) with q's parameters stopped and z_k = loc + sd eps_k keeping its path:
-    STL ascends (1/K) sum_k lw'_k; DReG ascends sum_k w_k^2 lw'_k in phi (the model's parameters
-    stopped there) and sum_k w_k log p(x | stop z_k) in theta, w = softmax(lw) at beta."""
+    STL ascends (1/K) sum_k lw'_k; DReG ascends sum_k (w_k - beta w_k (1 - w_k)) lw'_k in phi (the
+    path form of IWAE's score term beta w_k d log q / dphi; w_k^2 at beta = 1; the model's
+    parameters stopped there) and sum_k w_k log p(x | stop z_k) in theta, w = softmax(lw) at beta."""
     model, guide = lg(perturb=0.3)
     x = model.sample(4)
     params = [model.W, model.b, guide.A, guide.c, guide.log_sd]
@@ -277,7 +278,8 @@ def test_path_derivative_gradients_equal_the_hand_surrogate(name, kl_weight, lg)
     else:
         wt = lw_path(model.W, model.b).detach().softmax(0)
         theta = (wt * Normal(z.detach() @ model.W.T + model.b, model.s).log_prob(x).sum(-1)).sum(0)
-        surrogate = (wt**2 * lw_path(model.W.detach(), model.b.detach())).sum(0) + theta
+        v = wt - kl_weight * wt * (1 - wt)
+        surrogate = (v * lw_path(model.W.detach(), model.b.detach())).sum(0) + theta
     hand = torch.autograd.grad(-N / 4 * surrogate.sum(), params)
     for g, h in zip(grads, hand, strict=True):
         assert torch.allclose(g, h, rtol=1e-9, atol=1e-10)
