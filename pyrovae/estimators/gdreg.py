@@ -64,14 +64,16 @@ def prior_path(leaves: Leaves, wt: Tensor, beta: float) -> Tensor:
     """Per data point ``[B]``, value 0: for each latent site whose prior has a transport field,
     removes beta sum_k w~_k log p(z_k | parents) at fixed z in the transported parameters and adds
     the path term stop(g_k) . v(z_k) in its place (see :class:`GDReG`)."""
-    values = [site.value for site in leaves.sites.values()]
-    model = leaves.log_lik.sum() + beta * leaves.log_prior.sum()
-    grads_model = partial_grads(model, values)
     total = wt.new_zeros(wt.shape[-1:])
-    for (name, site), grad_model in zip(leaves.sites.items(), grads_model, strict=True):
-        moved = transport(site.prior, site.value)
-        if moved is None:
-            continue
+    fields = {name: transport(site.prior, site.value) for name, site in leaves.sites.items()}
+    moving = [name for name, moved in fields.items() if moved is not None]
+    if not moving:  # a prior without parameters (N(0, I)): DReG as it is, no derivative at the leaves
+        return total
+    model = leaves.log_lik.sum() + beta * leaves.log_prior.sum()
+    grads_model = partial_grads(model, [leaves.sites[name].value for name in moving])
+    for name, grad_model in zip(moving, grads_model, strict=True):
+        site, moved = leaves.sites[name], fields[name]
+        assert moved is not None
         direct = moved.direct.log_prob(site.value)  # [K, *inner, B]
         grad_p = partial_grads(direct.sum(), [site.value])[0]
         grad_q = leaves.grad_log_q[name]
