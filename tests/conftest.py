@@ -3,10 +3,16 @@ import os
 import sys
 from pathlib import Path
 
-import pyro
-import pytest
-import torch
-from hypothesis import HealthCheck, settings
+# The suite shares the cores between pytest-xdist's workers and the processes some tests start
+# (torchrun, a local Ray, compare's workers). An OpenMP thread that spins while it waits takes a
+# core from another process: a Ray cell on two threads beside one busy worker ran 3x slower. Set
+# before torch is imported (OpenMP reads it once); the processes the tests start inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pyro  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 
