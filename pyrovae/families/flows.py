@@ -270,19 +270,14 @@ def _substitute_by_products(
     r = (w_out.index_select(0, later).permute(2, 0, 1) * w_in.index_select(1, earlier)[..., None]).flatten(1)
     below = ((slope @ r).view(n, -1, a.shape[-1]) * a.index_select(1, later)).sum(-1)  # [N, P]
     blocks = rhs.new_zeros(n, (d + pad) * block).index_copy_(1, dest, torch.cat([below, dy_dx], 1))
-    jt = blocks.view(n, -1, block, block).permute(1, 0, 3, 2)  # [nb, N, b, b]: J^T, upper triangular
-    eye = torch.eye(block, dtype=rhs.dtype, device=rhs.device)
-    inv = torch.linalg.solve_triangular(jt, eye, upper=True)  # every block's inverse at once, before the loop
-    nb, h = jt.shape[0], slope.shape[-1]
-    w_in = w_in.view(h, nb, block).permute(1, 0, 2).contiguous()  # [nb, H, b]
-    w_out = w_out.view(nb, -1, h)  # [nb, b M, H]
-    g, cs = torch.empty_like(rhs), torch.zeros_like(slope)  # cs = c * slope, c = U^T g before the slope
-    for k in range(nb - 1, -1, -1):
+    jt = blocks.view(n, -1, block, block).permute(1, 0, 3, 2).contiguous()  # [nb, N, b, b]: J^T, upper
+    g, c = torch.empty_like(rhs), torch.zeros_like(slope)
+    for k in range(jt.shape[0] - 1, -1, -1):
         s = slice(k * block, (k + 1) * block)
-        r_b = torch.addmm(rhs[:, s], cs, w_in[k], alpha=-1)  # [N, b]
-        g_b = torch.bmm(inv[k], r_b.unsqueeze(-1)).squeeze(-1)
+        r_b = rhs[:, s] - (c * slope) @ w_in[:, s]  # [N, b]
+        g_b = torch.linalg.solve_triangular(jt[k], r_b.unsqueeze(-1), upper=True).squeeze(-1)
         g[:, s] = g_b
-        cs.addcmul_((a[:, s] * g_b.unsqueeze(-1)).flatten(1) @ w_out[k], slope)  # [N, H_0]
+        c = c + torch.einsum("nbm,bmh->nh", a[:, s] * g_b.unsqueeze(-1), w_out[s])  # [N, H_0], before the slope
     return g[:, pad:].index_select(1, torch.argsort(order))  # back from the net's order
 
 
